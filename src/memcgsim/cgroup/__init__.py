@@ -1,0 +1,1 @@
+"""cgroup core: hierarchy, css lifecycle and reference counting (kernel/cgroup/)."""

@@ -1,0 +1,66 @@
+"""The ``memcgsim`` command line."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from memcgsim import __version__
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="memcgsim: an executable model of the Linux memcg kernel-memory accounting "
+         "around mem_cgroup_ptr.",
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def demo(
+    objects: Annotated[int, typer.Option(min=1, max=1_000_000,
+                                         help="accounted objects allocated in /a/b")] = 1000,
+    cpus: Annotated[int, typer.Option(min=1, max=64, help="simulated CPUs")] = 2,
+    seed: Annotated[int, typer.Option(min=0, help="seed of the run")] = 0,
+) -> None:
+    """Narrate the seed scenario: rmdir reparents a few ptrs, not every object."""
+    from memcgsim.report.narrate import narrate_seed
+
+    raise typer.Exit(narrate_seed(Console(), nr_objects=objects, nr_cpus=cpus, seed=seed))
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(f"memcgsim {__version__}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: bad usage is one line on stderr and exit status 2, never a traceback."""
+    try:
+        rv = app(args=argv, standalone_mode=False)
+    except typer.Abort:
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as e:
+        # Click's usage errors (Typer vendors Click): they carry a message and an exit code.
+        fmt = getattr(e, "format_message", None)
+        code = getattr(e, "exit_code", None)
+        if fmt is None or not isinstance(code, int):
+            raise
+        if type(e).__name__ == "NoArgsIsHelpError":
+            print(fmt(), file=sys.stderr)
+            sys.exit(code)
+        ctx = getattr(e, "ctx", None)
+        cmd = ctx.command_path if ctx is not None else "memcgsim"
+        print(f"{cmd}: error: {fmt()}", file=sys.stderr)
+        sys.exit(code)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Boot (init/main.c)."""

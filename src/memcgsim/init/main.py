@@ -1,0 +1,28 @@
+"""start_kernel(): bring up RCU, workqueues, the memory controller and the cgroup root."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from memcgsim.cgroup.cgroup import cgroup_init
+from memcgsim.mm.memcontrol import check_memcg_conservation, check_memcg_refs, mem_cgroup_init
+from memcgsim.mm.slab import MemcgSlabAccounting
+
+if TYPE_CHECKING:
+    from memcgsim.kernel.kernel import Kernel
+
+__all__ = ["start_kernel"]
+
+
+def start_kernel(k: Kernel) -> None:
+    """Boot ``k``: memcg, the default cgroup hierarchy with ``+memory``, init."""
+    memory = mem_cgroup_init(k)
+    k.heap.account = MemcgSlabAccounting()
+    subsystems = [memory]
+    k.call(lambda k: cgroup_init(k, subsystems, k.config.root_subtree_control),
+           name="swapper/0")
+    if k.config.check_at_quiescence:
+        k.quiescent_checks.append(check_memcg_refs)
+        k.quiescent_checks.append(check_memcg_conservation)
+    k.init_task = k.new_task("init", cpu=0, persistent=True)
+    k.trace("boot", f"cpus={k.nr_cpus}", f"seed={k.seed}")

@@ -1,0 +1,1 @@
+"""Runtime and primitives: scheduler, heap, RCU, percpu_ref, locks, lists, workqueues."""
