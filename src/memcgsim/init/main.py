@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from memcgsim.cgroup.cgroup import cgroup_init
+from memcgsim.designs import make_design
 from memcgsim.mm.memcontrol import check_memcg_conservation, check_memcg_refs, mem_cgroup_init
-from memcgsim.mm.slab import MemcgSlabAccounting
+from memcgsim.mm.slab import DesignAccounting
 
 if TYPE_CHECKING:
     from memcgsim.kernel.kernel import Kernel
@@ -16,8 +17,10 @@ __all__ = ["start_kernel"]
 
 def start_kernel(k: Kernel) -> None:
     """Boot ``k``: memcg, the default cgroup hierarchy with ``+memory``, init."""
+    k.design = make_design(k.config.design)
     memory = mem_cgroup_init(k)
-    k.heap.account = MemcgSlabAccounting()
+    k.design.attach(k)
+    k.heap.account = DesignAccounting()
     subsystems = [memory]
     k.call(lambda k: cgroup_init(k, subsystems, k.config.root_subtree_control),
            name="swapper/0")

@@ -26,6 +26,7 @@ from memcgsim.kernel.violations import KernelViolation, Violation, ViolationKind
 
 if TYPE_CHECKING:
     from memcgsim.cgroup.cgroup import Cgroup, CgroupGlobals
+    from memcgsim.designs.base import KmemDesign
     from memcgsim.kernel.fault import FaultInjector
     from memcgsim.kernel.heap import Heap
     from memcgsim.kernel.locking import Lockdep
@@ -73,6 +74,8 @@ class KernelConfig:
     boot: bool = True
     #: cgroup_memory_nokmem ("cgroup.memory=nokmem")
     nokmem: bool = False
+    #: the kernel-memory accounting design (memcgsim.designs), by name
+    design: str = "memcg-ptr"
     #: controllers enabled in the root's cgroup.subtree_control at boot (as systemd does)
     root_subtree_control: tuple[str, ...] = ("memory",)
     #: at every quiescent point, check css/ptr refcounts and memory.current conservation
@@ -131,6 +134,7 @@ class Kernel:
     faults: FaultInjector
     cgroup: CgroupGlobals
     memcg: MemcgGlobals
+    design: KmemDesign
 
     def __init__(
         self, nr_cpus: int | None = None, seed: int | None = None, *,

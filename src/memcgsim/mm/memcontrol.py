@@ -357,7 +357,9 @@ def memcg_init_kmem_memcg_ptr(k: Kernel, memcg: MemCgroup) -> int:
     kmem_memcg_ptr = kmalloc(k, MemCgroupPtr, gfp=GFP_KERNEL)
     if kmem_memcg_ptr is None:
         return -ENOMEM
-    ret = percpu_ref_init(k, kmem_memcg_ptr.refcnt, memcg_ptr_release, 0, GFP_KERNEL)
+    # The release is the design's memcg_ptr_release (a mutant may replace it).
+    release = getattr(k.design, "memcg_ptr_release", memcg_ptr_release)
+    ret = percpu_ref_init(k, kmem_memcg_ptr.refcnt, release, 0, GFP_KERNEL)
     if ret:
         kfree(k, kmem_memcg_ptr)
         return ret
@@ -624,7 +626,8 @@ def memcg_online_kmem(k: Kernel, memcg: MemCgroup) -> int:
     memcg_id = memcg_alloc_cache_id(k)
     if memcg_id < 0:
         return memcg_id
-    ret = memcg_init_kmem_memcg_ptr(k, memcg)
+    # seed: memcg_init_kmem_memcg_ptr(), through the design
+    ret = k.design.online_kmem(k, memcg)
     if ret:
         memcg_free_cache_id(k, memcg_id)
         return ret
@@ -648,8 +651,9 @@ def memcg_offline_kmem(k: Kernel, memcg: MemCgroup) -> None:
     if parent is None:
         parent = k.memcg.root_mem_cgroup
     assert parent is not None
-    memcg_deactivate_kmem_caches(k, memcg, parent)
-    memcg_reparent_kmem_memcg_ptr(k, memcg, parent)
+    # memcg_deactivate_kmem_caches() (5.3) and the seed's memcg_reparent_kmem_memcg_ptr():
+    # whatever reparenting the design does.
+    k.design.offline_kmem(k, memcg, parent)
     if k.memcg.flush_slab_vmstats_at_offline:
         memcg_flush_percpu_vmstats(k, memcg, slab_only=True)
     kmemcg_id = memcg.kmemcg_id
@@ -664,13 +668,6 @@ def memcg_offline_kmem(k: Kernel, memcg: MemCgroup) -> None:
     rcu_read_unlock(k)
     memcg_drain_all_list_lrus(k, kmemcg_id, parent)
     memcg_free_cache_id(k, kmemcg_id)
-
-
-def memcg_deactivate_kmem_caches(k: Kernel, memcg: MemCgroup, parent: MemCgroup) -> None:
-    """memcg_deactivate_kmem_caches(): hook for per-memcg cache designs (none here)."""
-    hook = getattr(k.memcg, "deactivate_kmem_caches", None)
-    if hook is not None:
-        hook(k, memcg, parent)
 
 
 def memcg_drain_all_list_lrus(k: Kernel, src_idx: int, dst_memcg: MemCgroup) -> None:

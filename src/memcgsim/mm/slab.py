@@ -36,8 +36,13 @@ from memcgsim.mm.memcontrol import (
 if TYPE_CHECKING:
     from memcgsim.kernel.kernel import Kernel
 
-__all__ = ["KmallocObject", "MemcgSlabAccounting", "memcg_slab_free_hook",
-           "memcg_slab_post_alloc_hook", "slab_pre_alloc_hook"]
+__all__ = [
+    "DesignAccounting",
+    "KmallocObject",
+    "memcg_slab_free_hook",
+    "memcg_slab_post_alloc_hook",
+    "slab_pre_alloc_hook",
+]
 
 
 class KmallocObject(KObject):
@@ -88,7 +93,8 @@ def slab_pre_alloc_hook(k: Kernel, nr_bytes: int, gfp: int) -> tuple[bool, MemCg
 
 def memcg_slab_post_alloc_hook(k: Kernel, memcg: MemCgroup, obj: KObject, nr_bytes: int) -> None:
     """memcg_slab_post_alloc_hook(): record a referenced kmem ptr as the object's owner."""
-    ptr = mem_cgroup_get_kmem_ptr(k, memcg)
+    get_kmem_ptr = getattr(k.design, "mem_cgroup_get_kmem_ptr", mem_cgroup_get_kmem_ptr)
+    ptr = get_kmem_ptr(k, memcg)
     mem_cgroup_ptr_get(k, ptr)
     k.store(obj, "memcg_ptr", ptr)
     obj._kaccounted = True  # type: ignore[attr-defined]
@@ -113,17 +119,11 @@ def memcg_slab_free_hook(k: Kernel, obj: KObject) -> None:
     mem_cgroup_ptr_put(k, ptr)
 
 
-class MemcgSlabAccounting:
-    """The heap's __GFP_ACCOUNT hooks, wired to the functions above."""
+class DesignAccounting:
+    """The heap's __GFP_ACCOUNT hooks: whatever the kernel's design does."""
 
     def charge(self, k: Kernel, obj: KObject, nr_bytes: int, gfp: int) -> bool:
-        nr_bytes = obj.alloc_size()
-        ok, memcg = slab_pre_alloc_hook(k, nr_bytes, gfp)
-        if not ok:
-            return False
-        if memcg is not None:
-            memcg_slab_post_alloc_hook(k, memcg, obj, nr_bytes)
-        return True
+        return k.design.charge_obj(k, obj, obj.alloc_size(), gfp)
 
     def uncharge(self, k: Kernel, obj: KObject) -> None:
-        memcg_slab_free_hook(k, obj)
+        k.design.uncharge_obj(k, obj)
