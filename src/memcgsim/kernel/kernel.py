@@ -146,6 +146,10 @@ class Kernel:
         if seed is not None:
             overrides["seed"] = seed
         if overrides:
+            unknown = sorted(set(overrides) - set(KernelConfig.__dataclass_fields__))
+            if unknown:
+                known = ", ".join(sorted(KernelConfig.__dataclass_fields__))
+                raise ValueError(f"unknown Kernel option {unknown[0]!r} (known: {known})")
             cfg = replace(cfg, **overrides)
         if cfg.nr_cpus < 1:
             raise ValueError(f"nr_cpus must be at least 1, not {cfg.nr_cpus}")
