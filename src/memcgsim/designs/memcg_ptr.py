@@ -41,6 +41,10 @@ class MemcgPtrDesign(KmemDesign):
                                       parent: MemCgroup) -> None:
         memcontrol.memcg_reparent_kmem_memcg_ptr(k, memcg, parent)
 
+    def get_mem_cgroup_from_ptr(self, k: Kernel, ptr: MemCgroupPtr) -> MemCgroup:
+        """Take a referenced memcg from a ptr (the css_tryget loop; explorer scenarios)."""
+        return memcontrol.get_mem_cgroup_from_ptr(k, ptr)
+
     # -- the design interface -------------------------------------------------------------
     def online_kmem(self, k: Kernel, memcg: MemCgroup) -> int:
         return self.memcg_init_kmem_memcg_ptr(k, memcg)

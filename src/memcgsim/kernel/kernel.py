@@ -173,6 +173,8 @@ class Kernel:
         #: record each step's footprint in `schedule_log` (set by the explorer)
         self.record_steps = False
         self.schedule_log: list[tuple[int, Access | None]] = []
+        #: ask the chooser at every step, even when one task can run (the explorer's view)
+        self.observe_steps = False
         self.chooser: Chooser = SequentialChooser()
         self.violations: list[Violation] = []
         self.panicked: Violation | None = None
@@ -309,7 +311,7 @@ class Kernel:
             owner = obj._kowner
             acc = Access(f"{owner._koid}:{obj._kpath}", field, kind, "")
         if self.record_steps:
-            acc.location = self.location(3)
+            acc.location = self.location(3, frames=8)
         t.pending = acc
         assert self._sched_glet is not None
         self._sched_glet.switch()
@@ -551,7 +553,10 @@ class Kernel:
                 for check in self.quiescent_checks:
                     check(self)
                 return True
-            t = cands[0] if len(cands) == 1 else chooser.pick_task(self, cands)
+            if len(cands) == 1 and not self.observe_steps:
+                t = cands[0]
+            else:
+                t = chooser.pick_task(self, cands)
             self._switch_to(t)
 
     def runnable_tasks(self) -> list[Task]:

@@ -115,6 +115,7 @@ __all__ = [
     "MemcgStat",
     "MemoryCgrpSubsys",
     "get_mem_cgroup_from_current",
+    "get_mem_cgroup_from_ptr",
     "mem_cgroup_from_css",
     "mem_cgroup_get_kmem_ptr",
     "mem_cgroup_ptr_get",
@@ -398,6 +399,35 @@ def memcg_reparent_kmem_memcg_ptr(k: Kernel, memcg: MemCgroup, parent: MemCgroup
     if nr_reparented:
         css_get_many(k, parent, nr_reparented)
         css_put_many(k, memcg, nr_reparented)
+
+
+def _changed(ptr: MemCgroupPtr, memcg: MemCgroup) -> Callable[[], bool]:
+    return lambda: ptr.memcg is not memcg
+
+
+def get_mem_cgroup_from_ptr(k: Kernel, ptr: MemCgroupPtr) -> MemCgroup:
+    """The memcg a mem_cgroup_ptr points to, with a css reference the caller must put.
+
+    Under rcu_read_lock(), read ptr->memcg and css_tryget() it, retrying until the tryget
+    succeeds: a reparenting may leave the read value dying with a zero count, and the retry
+    then finds the parent it was repointed to.  The seed's series has no such helper yet
+    (its charge path, RFC 10/14, is not in the index); this is the loop 5.9's obj_cgroup
+    uses (get_mem_cgroup_from_objcg(), obj_cgroup_charge()), which a plain css_get() would
+    break (eefbfa7fd678).
+
+    Model simplification: after a failed tryget the task spins on its CPU until ptr->memcg
+    changes (the only thing that can make the retry succeed) instead of re-reading in a
+    loop: the same outcomes, without unboundedly long schedules.
+    """
+    rcu_read_lock(k)
+    while True:
+        memcg = k.load(ptr, "memcg")
+        if css_tryget(k, memcg):
+            break
+        k.wait_event(_changed(ptr, memcg), "get_mem_cgroup_from_ptr() retry", sleep=False)
+    rcu_read_unlock(k)
+    assert isinstance(memcg, MemCgroup)
+    return memcg
 
 
 def mem_cgroup_put(k: Kernel, memcg: MemCgroup | None) -> None:

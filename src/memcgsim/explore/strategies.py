@@ -1,0 +1,444 @@
+"""Exploration strategies: exhaustive DFS, preemption-bounded DFS, DPOR, random walk, PCT.
+
+All are stateless (CHESS, loom): every schedule re-executes the scenario from its initial
+state; a schedule is the list of choices made at its choice points.  The tree strategies keep
+a stack of :class:`Node` for the choice points of the current schedule and advance it to the
+next branch after each execution, as loom's ``Path`` does.
+
+Work is split into *units* so that ``--jobs N`` gives the same verdicts and counts as one
+process: the tree strategies expand the first choice point fully and make each of its options
+a unit (DPOR gives option ``i`` the sleep set of the options before it, as a sequential
+exploration of that node does); random walks and PCT make a unit of every block of runs, each
+run seeded from (seed, run index).  Units are explored independently and merged in order; the
+first unit with a violation ends the exploration.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from memcgsim.explore.footprint import Footprint, dependent
+from memcgsim.explore.runtime import (
+    DECIDE,
+    ChoicePoint,
+    Outcome,
+    Policy,
+    Run,
+    Scenario,
+    SleepBlocked,
+    execute,
+)
+from memcgsim.kernel.violations import Violation
+
+__all__ = [
+    "STRATEGIES",
+    "Config",
+    "UnitResult",
+    "explore_unit",
+    "plan_units",
+    "preemptions",
+]
+
+STRATEGIES = ("dfs", "bounded", "dpor", "random", "pct")
+
+#: runs per unit of the random and PCT strategies
+RUNS_PER_UNIT = 50
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every knob of an exploration (loom's ``Builder``), with its default."""
+
+    #: dfs | bounded | dpor | random | pct
+    strategy: str = "dpor"
+    #: preemption bound of ``bounded``
+    bound: int = 2
+    #: bug depth ``d`` of ``pct``
+    depth: int = 3
+    #: runs of ``random`` and ``pct``
+    runs: int = 1000
+    #: seed of ``random`` and ``pct``
+    seed: int = 0
+    #: stop after this many schedules (None: explore everything)
+    max_schedules: int | None = None
+    #: stop at the first violation
+    stop_on_violation: bool = True
+
+
+@dataclass
+class UnitResult:
+    """What exploring one unit found."""
+
+    schedules: int = 0
+    #: executions abandoned because they could only repeat explored ones (DPOR sleep sets)
+    blocked: int = 0
+    end_states: set[Any] = field(default_factory=set)
+    violation: Violation | None = None
+    choices: list[int] | None = None
+    #: schedules explored in this unit up to and including the violating one
+    schedules_to_find: int = 0
+    complete: bool = True
+    seconds: float = 0.0
+
+
+def preemptions(points: list[ChoicePoint], choices: list[int]) -> int:
+    """Switches away from a task that could have taken the next step."""
+    n = 0
+    for cp, c in zip(points, choices, strict=False):
+        if cp.kind != DECIDE and cp.last is not None and cp.last in cp.options and c != cp.last:
+            n += 1
+    return n
+
+
+# ---------------------------------------------------------------------- tree nodes
+class Node:
+    """One choice point of the current schedule and what remains to explore there."""
+
+    __slots__ = ("backtrack", "chosen", "cp", "done", "preempt", "sleep", "todo")
+
+    def __init__(self, cp: ChoicePoint, chosen: int, preempt: int = 0) -> None:
+        self.cp = cp
+        self.chosen = chosen
+        #: DFS: options still to explore
+        self.todo: list[int] = []
+        #: preemptions up to and including this choice
+        self.preempt = preempt
+        #: DPOR: options explored, options to explore, sleep set on arrival
+        self.done: list[int] = [chosen]
+        self.backtrack: set[int] = {chosen}
+        self.sleep: dict[int, Footprint] = {}
+
+
+def _preempt_after(cp: ChoicePoint, chosen: int, before: int) -> int:
+    if cp.kind != DECIDE and cp.last is not None and cp.last in cp.options and chosen != cp.last:
+        return before + 1
+    return before
+
+
+class _TreePolicy(Policy):
+    """DFS and bounded DFS: the non-preemptive continuation first."""
+
+    def __init__(self, bound: int | None, preempt: int) -> None:
+        self.bound = bound
+        self.preempt = preempt
+        self.nodes: list[Node] = []
+
+    def choose(self, run: Run, cp: ChoicePoint) -> int:
+        opts = list(cp.options)
+        if cp.kind != DECIDE and cp.last is not None and cp.last in opts:
+            first = cp.last
+            rest = [o for o in opts if o != first]
+            if self.bound is not None and self.preempt >= self.bound:
+                rest = []
+        else:
+            first, rest = opts[0], opts[1:]
+        n = Node(cp, first, self.preempt)
+        n.todo = rest
+        self.nodes.append(n)
+        return first
+
+
+def _run_tree(sc: Scenario, cfg: Config, mutant: str | None, root: Node, res: UnitResult,
+              bound: int | None) -> None:
+    stack: list[Node] = []
+    while True:
+        prefix = [root.chosen] + [n.chosen for n in stack]
+        pol = _TreePolicy(bound, stack[-1].preempt if stack else root.preempt)
+        out = execute(sc, prefix, pol, mutant=mutant)
+        stack.extend(pol.nodes)
+        if _account(res, out, cfg):
+            return
+        while stack and not stack[-1].todo:
+            stack.pop()
+        if not stack:
+            return
+        n = stack[-1]
+        nxt = n.todo.pop(0)
+        before = stack[-2].preempt if len(stack) > 1 else root.preempt
+        n.chosen = nxt
+        n.preempt = _preempt_after(n.cp, nxt, before)
+
+
+def _account(res: UnitResult, out: Outcome, cfg: Config) -> bool:
+    """Count one execution; True when the unit must stop."""
+    if out.blocked:
+        res.blocked += 1
+    else:
+        res.schedules += 1
+        res.end_states.add(out.fingerprint)
+    if out.violation is not None and res.violation is None:
+        res.violation = out.violation
+        res.choices = list(out.choices)
+        res.schedules_to_find = res.schedules
+        if cfg.stop_on_violation:
+            res.complete = False
+            return True
+    if cfg.max_schedules is not None and res.schedules >= cfg.max_schedules:
+        res.complete = False
+        return True
+    return False
+
+
+# ---------------------------------------------------------------------- DPOR
+class _DporPolicy(Policy):
+    """Sleep sets along the run; new choice points prefer the task that ran last."""
+
+    def __init__(self, stack: list[Node], nchoices_prefix: int) -> None:
+        self.stack = stack
+        self.nprefix = nchoices_prefix
+        self.sleep: dict[int, Footprint] = {}
+        self.seen_choices = 0
+        self.nodes: list[Node] = []
+
+    def choose(self, run: Run, cp: ChoicePoint) -> int:
+        awake = [o for o in cp.options if o not in self.sleep] if cp.kind != DECIDE \
+            else list(cp.options)
+        if not awake:
+            raise SleepBlocked()
+        chosen = cp.last if cp.last in awake else awake[0]
+        n = Node(cp, chosen)
+        n.sleep = dict(self.sleep)
+        if cp.kind == DECIDE:
+            n.backtrack = set(cp.options)
+        self.nodes.append(n)
+        return chosen
+
+    def on_step(self, run: Run, tid: int, access: Any, choice: int) -> None:
+        if 0 <= choice < self.nprefix:
+            node = self.stack[choice]
+            sl = dict(node.sleep)
+            for d in node.done:
+                if d != node.chosen:
+                    sl[d] = Footprint(node.cp.accesses[node.cp.options.index(d)])
+            self.sleep = sl
+        if self.sleep:
+            fp = Footprint(access)
+            self.sleep = {q: f for q, f in self.sleep.items()
+                          if q != tid and not dependent(f, fp)}
+
+
+def _dpor_analyse(out: Outcome, stack: list[Node], wild: set[int]) -> None:
+    """Flanagan-Godefroid race analysis of one execution, with vector clocks: for each step,
+    the latest earlier dependent step of another task that does not happen before it marks a
+    race; the racing task (or one that leads to it) is added to the backtrack set of the
+    choice point before the earlier step."""
+    steps = out.steps
+    n = len(steps)
+    # footprints; a woken waiter's step reads the location of its task's next access
+    fps: list[Footprint] = []
+    nxt_access: dict[int, Any] = {}
+    accs: list[Any] = [None] * n
+    for j in range(n - 1, -1, -1):
+        tid, acc = steps[j]
+        if acc is None and tid not in wild:
+            na = nxt_access.get(tid)
+            if na is not None:
+                from memcgsim.kernel.task import Access, AccessKind
+
+                acc = Access(na.obj, na.field, AccessKind.READ)
+        accs[j] = acc
+        if steps[j][1] is not None:
+            nxt_access[tid] = steps[j][1]
+    for j in range(n):
+        tid = steps[j][0]
+        fps.append(Footprint(None) if tid in wild else Footprint(accs[j]))
+    # choice index of each step
+    step_choice: dict[int, int] = {}
+    for ci, node in enumerate(stack):
+        if node.cp.kind != DECIDE:
+            step_choice[node.cp.step] = ci
+    ntasks = max((s[0] for s in steps), default=0) + 1
+    clocks: list[list[int]] = []
+    last_clock: dict[int, list[int]] = {}
+    by_alloc: dict[str, list[int]] = {}
+    wild_steps: list[int] = []
+    for j in range(n):
+        p, _ = steps[j]
+        f = fps[j]
+        prev = last_clock.get(p)
+        vc = list(prev) if prev is not None else [0] * ntasks
+        if f.wildcard:
+            cands: list[int] = list(range(j))
+        else:
+            cands = sorted(by_alloc.get(f.alloc, []) + wild_steps) if f.alloc else wild_steps
+        race: int | None = None
+        for i in cands:
+            fi = fps[i]
+            if not dependent(fi, f):
+                continue
+            vci = clocks[i]
+            q = steps[i][0]
+            if q != p and (prev is None or vci[q] > prev[q]):
+                race = i
+            for x in range(ntasks):
+                if vci[x] > vc[x]:
+                    vc[x] = vci[x]
+        vc[p] = (prev[p] if prev is not None else 0) + 1
+        clocks.append(vc)
+        last_clock[p] = vc
+        if f.wildcard:
+            wild_steps.append(j)
+        elif f.alloc:
+            by_alloc.setdefault(f.alloc, []).append(j)
+        if race is None:
+            continue
+        c = step_choice.get(race)
+        if c is None or c == 0:
+            continue  # not a choice point, or the unit's root (expanded fully)
+        node = stack[c]
+        opts = node.cp.options
+        if p in opts:
+            node.backtrack.add(p)
+            continue
+        added = False
+        for k in range(race + 1, j):
+            q = steps[k][0]
+            if q in opts and all(clocks[k][x] <= vc[x] for x in range(ntasks)):
+                node.backtrack.add(q)
+                added = True
+                break
+        if not added:
+            node.backtrack.update(opts)
+
+
+def _run_dpor(sc: Scenario, cfg: Config, mutant: str | None, root: Node, res: UnitResult,
+              wild: set[int]) -> None:
+    stack: list[Node] = [root]
+    while True:
+        prefix = [x.chosen for x in stack]
+        pol = _DporPolicy(stack, len(stack))
+        out = execute(sc, prefix, pol, mutant=mutant, record=True)
+        new = pol.nodes
+        stack.extend(new)
+        if _account(res, out, cfg):
+            return
+        _dpor_analyse(out, stack, wild)
+        # next: the deepest node with an awake, unexplored backtrack entry
+        while len(stack) > 1:
+            n = stack[-1]
+            cand = sorted(b for b in n.backtrack if b not in n.done and b not in n.sleep)
+            if cand:
+                n.chosen = cand[0]
+                n.done.append(cand[0])
+                break
+            stack.pop()
+        if len(stack) <= 1:
+            return
+
+
+# ---------------------------------------------------------------------- random and PCT
+class _RandomPolicy(Policy):
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def choose(self, run: Run, cp: ChoicePoint) -> int:
+        return cp.options[self.rng.randrange(len(cp.options))]
+
+
+class _PctPolicy(Policy):
+    """PCT (Burckhardt et al., ASPLOS 2010): random task priorities, the highest-priority
+    runnable task runs; at d-1 random steps the running task drops below all others."""
+
+    def __init__(self, rng: random.Random, depth: int, nr_steps: int) -> None:
+        self.rng = rng
+        self.prio: dict[int, float] = {}
+        k = max(nr_steps, 1)
+        self.change = {rng.randint(1, k): i for i in range(1, depth)}
+        self.depth = depth
+
+    def _p(self, tid: int) -> float:
+        p = self.prio.get(tid)
+        if p is None:
+            p = self.prio[tid] = self.depth + self.rng.random()
+        return p
+
+    def choose(self, run: Run, cp: ChoicePoint) -> int:
+        if cp.kind == DECIDE:
+            return cp.options[self.rng.randrange(2)]
+        return max(cp.options, key=self._p)
+
+    def on_step(self, run: Run, tid: int, access: Any, choice: int) -> None:
+        i = self.change.get(run.nr_steps + 1)
+        if i is not None:
+            self.prio[tid] = float(i) - self.rng.random() * 0.5
+
+
+def _run_random(sc: Scenario, cfg: Config, mutant: str | None, first: int, last: int,
+                res: UnitResult, nr_steps: int) -> None:
+    for r in range(first, last):
+        rng = random.Random(f"{cfg.seed}:{r}")
+        pol: Policy
+        if cfg.strategy == "pct":
+            pol = _PctPolicy(rng, cfg.depth, nr_steps)
+        else:
+            pol = _RandomPolicy(rng)
+        out = execute(sc, (), pol, mutant=mutant)
+        if _account(res, out, cfg):
+            return
+
+
+# ---------------------------------------------------------------------- units
+@dataclass(frozen=True)
+class Unit:
+    """A piece of the exploration, explorable in any process."""
+
+    index: int
+    #: tree strategies: the first choice point's option; random/PCT: the first run
+    first: int
+    #: random/PCT: one past the last run
+    last: int = 0
+    #: DPOR: options explored before this one at the first choice point
+    before: tuple[int, ...] = ()
+    #: PCT: the step count estimate k
+    nr_steps: int = 0
+
+
+def plan_units(sc: Scenario, cfg: Config, mutant: str | None) -> list[Unit]:
+    """Split the exploration into units (independent of the number of processes)."""
+    if cfg.strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {cfg.strategy!r} (known: {', '.join(STRATEGIES)})")
+    if cfg.strategy in ("random", "pct"):
+        nr_steps = 0
+        if cfg.strategy == "pct":
+            nr_steps = execute(sc, (), Policy(), mutant=mutant, fingerprint=False).nr_steps
+        return [Unit(i, a, min(a + RUNS_PER_UNIT, cfg.runs), nr_steps=nr_steps)
+                for i, a in enumerate(range(0, cfg.runs, RUNS_PER_UNIT))]
+    out = execute(sc, (), Policy(), mutant=mutant, fingerprint=False, record=True)
+    if not out.new_points:
+        return [Unit(0, -1)]
+    cp = out.new_points[0]
+    opts = list(cp.options)
+    if cfg.strategy == "bounded" and cp.kind != DECIDE and cp.last in opts:
+        # The non-preemptive continuation first; preemptions only within the bound.
+        opts = [cp.last] + ([o for o in opts if o != cp.last] if cfg.bound > 0 else [])
+    elif cp.kind != DECIDE and cp.last in opts:
+        opts = [cp.last] + [o for o in opts if o != cp.last]
+    return [Unit(i, o, before=tuple(opts[:i])) for i, o in enumerate(opts)]
+
+
+def explore_unit(sc: Scenario, cfg: Config, mutant: str | None, unit: Unit) -> UnitResult:
+    """Explore one unit; the result counts only this unit's schedules."""
+    t0 = time.perf_counter()
+    res = UnitResult()
+    if cfg.strategy in ("random", "pct"):
+        _run_random(sc, cfg, mutant, unit.first, unit.last, res, unit.nr_steps)
+    elif unit.first < 0:
+        # No choice point at all: one schedule.
+        _account(res, execute(sc, (), Policy(), mutant=mutant), cfg)
+    else:
+        # The first choice point is replayed in every schedule; rebuild its node.
+        first = execute(sc, (), Policy(), mutant=mutant, fingerprint=False, record=True)
+        cp = first.new_points[0]
+        root = Node(cp, unit.first, _preempt_after(cp, unit.first, 0))
+        if cfg.strategy == "dpor":
+            root.done = [*unit.before, unit.first]
+            wild = {tid for tid, (name, _) in first.tasks.items() if name == "rcu_gp"}
+            _run_dpor(sc, cfg, mutant, root, res, wild)
+        else:
+            bound = cfg.bound if cfg.strategy == "bounded" else None
+            _run_tree(sc, cfg, mutant, root, res, bound)
+    res.seconds = time.perf_counter() - t0
+    return res
