@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from memcgsim.kernel.kernel import Kernel
-from memcgsim.kernel.task import Access, Task
+from memcgsim.kernel.task import Access, AccessKind, Task
 from memcgsim.kernel.violations import KernelViolation, Violation, ViolationKind
 
 if TYPE_CHECKING:
@@ -88,6 +88,14 @@ class ChoicePoint:
     step: int
 
 
+def _known(acc: Access | None) -> Access | None:
+    """A step's footprint as known when it is chosen: a task that starts or resumes from a
+    wait runs through its next access, which is not known yet (None: dependent with all)."""
+    if acc is None or acc.kind is AccessKind.NONE:
+        return None
+    return acc
+
+
 class NondeterminismError(RuntimeError):
     """A replayed prefix asked for a choice the execution does not offer."""
 
@@ -132,10 +140,14 @@ class Outcome:
 class Run:
     """The chooser of one execution: replay ``prefix``, then ask ``policy``."""
 
-    __slots__ = ("choices", "last", "new_points", "nr_steps", "policy", "prefix",
-                 "record", "steps")
+    __slots__ = ("_sigma", "choices", "gp_tid", "last", "new_points", "nr_steps", "policy",
+                 "prefix", "record", "steps")
 
-    def __init__(self, prefix: Sequence[int], policy: Policy, *, record: bool = False) -> None:
+    def __init__(self, prefix: Sequence[int], policy: Policy, *, record: bool = False,
+                 gp_tid: int = -1) -> None:
+        #: the rcu_gp kthread, whose steps are offered only where they matter (-1: always)
+        self.gp_tid = gp_tid
+        self._sigma: tuple[Any, ...] | None = None
         self.prefix = prefix
         self.policy = policy
         self.choices: list[int] = []
@@ -145,8 +157,40 @@ class Run:
         self.nr_steps = 0
         self.last: int | None = None
 
+    def _rcu_signature(self, k: Kernel) -> tuple[Any, ...]:
+        rcu = k.rcu
+        return (tuple(c.in_rcu_reader for c in k.cpus), rcu.need_seq, rcu.gp_seq,
+                sum(rcu.enqueued), len(rcu.gp_waiting))
+
+    def _filter_gp(self, k: Kernel, runnable: list[Task]) -> list[Task]:
+        """Offer the grace-period kthread only where its step does not commute with the
+        previous one.
+
+        rcu_gp's steps read the RCU signature (each CPU's read-side state, the requested and
+        completed grace-period numbers, the callbacks queued, the CPUs a grace period waits
+        for) and write the grace-period state.  A step that leaves the signature unchanged
+        commutes with a grace-period step, so running rcu_gp right after it is equivalent
+        to running it right before it: rcu_gp is offered only when it took the previous
+        step, or that step changed the signature (or rcu_gp just became runnable).  The
+        equivalent schedule has no more preemptions, so bounded search keeps its coverage.
+        """
+        gp = self.gp_tid
+        sig = self._rcu_signature(k)
+        prev = self._sigma
+        self._sigma = sig
+        if prev is None or prev != sig or self.last == gp:
+            return runnable
+        return [t for t in runnable if t.tid != gp]
+
     def pick_task(self, k: Kernel, runnable: list[Task]) -> Task:
         choice = -1
+        if len(runnable) > 1 and self.gp_tid >= 0:
+            if any(t.tid == self.gp_tid for t in runnable):
+                runnable = self._filter_gp(k, runnable)
+            else:
+                self._sigma = None
+        elif self.gp_tid >= 0:
+            self._sigma = None
         if len(runnable) == 1:
             t = runnable[0]
         else:
@@ -162,7 +206,8 @@ class Run:
                         f"(runnable: {[x.tid for x in runnable]})")
             else:
                 cp = ChoicePoint(TASK, tuple(x.tid for x in runnable),
-                                 tuple(x.pending for x in runnable), self.last, self.nr_steps)
+                                 tuple(_known(x.pending) for x in runnable), self.last,
+                                 self.nr_steps)
                 self.new_points.append(cp)
                 tid = self.policy.choose(self, cp)
                 for t in runnable:
@@ -172,12 +217,18 @@ class Run:
                     raise AssertionError(f"policy chose task {tid}, not runnable")
             choice = len(self.choices)
             self.choices.append(t.tid)
+        acc = _known(t.pending)
         if self.record:
-            self.steps.append((t.tid, t.pending))
-        self.policy.on_step(self, t.tid, t.pending, choice)
+            self.steps.append((t.tid, acc))
+        self.policy.on_step(self, t.tid, acc, choice)
         self.last = t.tid
         self.nr_steps += 1
         return t
+
+    def fused(self, t: Task, acc: Access) -> None:
+        """Kernel.on_fused: the step just taken by a resumed task performed ``acc``."""
+        if self.record and self.steps and self.steps[-1][0] == t.tid:
+            self.steps[-1] = (t.tid, acc)
 
     def decide(self, k: Kernel, what: str, probability: float) -> bool:
         if probability <= 0.0:
@@ -210,12 +261,15 @@ def make_design(mutant: str | None) -> KmemDesign:
 
 def execute(scenario: Scenario, prefix: Sequence[int] = (), policy: Policy | None = None, *,
             mutant: str | None = None, record: bool = False, locations: bool = False,
-            keep_kernel: bool = False, fingerprint: bool = True) -> Outcome:
+            keep_kernel: bool = False, fingerprint: bool = True,
+            cache: dict[Any, str] | None = None) -> Outcome:
     """Run ``scenario`` once from its initial state under the given choices."""
-    run = Run(prefix, policy or Policy(), record=record)
     k = Kernel(nr_cpus=scenario.nr_cpus, boot=False, log_events=keep_kernel)
+    gp = next((t.tid for t in k.tasks if t.name == "rcu_gp"), -1)
+    run = Run(prefix, policy or Policy(), record=record, gp_tid=gp)
     k.design = make_design(mutant)
     w = scenario.setup(k)
+    w.leak_cache = cache
     # The kthreads' first steps (to their idle waits) and whatever the setup queued run
     # before the race, sequentially: their order is not part of the schedule.
     k.run()
@@ -223,6 +277,8 @@ def execute(scenario: Scenario, prefix: Sequence[int] = (), policy: Policy | Non
     k.chooser = run
     k.preemptive = True
     k.observe_steps = True
+    k.fuse_resume = True
+    k.on_fused = run.fused
     k.record_steps = locations
     for spec in scenario.tasks:
         k.spawn(spec.fn, w, name=spec.name, cpu=spec.cpu)
@@ -245,7 +301,7 @@ def execute(scenario: Scenario, prefix: Sequence[int] = (), policy: Policy | Non
                   blocked=blocked, steps=run.steps, new_points=run.new_points)
     if fingerprint and not blocked:
         out.fingerprint = (None if violation is None else (str(violation.kind),),
-                           w.fingerprint())
+                           w.end_fingerprint())
     if record or locations or keep_kernel:
         out.tasks = {t.tid: (t.name, t.cpu) for t in k.tasks}
     if locations:
@@ -253,10 +309,11 @@ def execute(scenario: Scenario, prefix: Sequence[int] = (), policy: Policy | Non
                          for _, acc in k.schedule_log]
     if keep_kernel:
         out.kernel = k
-    _discard(k)
+    else:
+        _discard(k)
     return out
 
 
 def _discard(k: Kernel) -> None:
-    """Drop the run's tasks; their suspended coroutines are collected with the kernel."""
-    k.current = None
+    """Unwind the run's unfinished tasks, so that the world can be freed."""
+    k.kill_tasks()

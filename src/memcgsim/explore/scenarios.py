@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from memcgsim.cgroup.cgroup import css_put
 from memcgsim.explore.runtime import Scenario, TaskSpec
-from memcgsim.explore.world import World
-from memcgsim.kernel.heap import GFP_KERNEL, kfree
+from memcgsim.explore.world import RcuFreedObject, World
+from memcgsim.kernel.heap import GFP_KERNEL, kfree, kfree_rcu
 from memcgsim.kernel.kernel import Kernel
-from memcgsim.kernel.rcu import rcu_read_lock, rcu_read_unlock
+from memcgsim.kernel.rcu import rcu_assign_pointer, rcu_dereference, rcu_read_lock, rcu_read_unlock
 from memcgsim.mm.memcontrol import (
     MemCgroup,
     __memcg_kmem_charge_subpage,
@@ -63,7 +63,10 @@ def memcg_free_last_object(k: Kernel, w: World, obj: str) -> None:
     k.store(o, "memcg_ptr", None)
     mem_cgroup_ptr_put(k, ptr)
     w.drop(obj)
-    kfree(k, o)
+    if isinstance(o, RcuFreedObject):
+        kfree_rcu(k, o, "rcu")
+    else:
+        kfree(k, o)
 
 
 # ---------------------------------------------------------------------- (a)
@@ -177,36 +180,53 @@ def _setup_obj_to_memcg(k: Kernel) -> World:
     w.memcg("/a", pins=1, count=2)
     # /a/b removed: kill_css, id
     w.memcg("/a/b", "/a", online=False, pins=0, count=2)
-    w.obj("obj", w.ptrs["/a/b"])
+    # An object freed after a grace period (a dentry), holding the last reference of /a/b's
+    # ptr once /a/b's kill drops the initial one.
+    w.obj("obj", w.ptrs["/a/b"], rcu_freed=True)
+    w.slot("lookup", w.objects["obj"])
     return w
 
 
 def _obj_charge(k: Kernel, w: World) -> None:
-    """mem_cgroup_from_obj() under RCU (the object's ownership entry, then ptr->memcg with a
-    css reference: get_mem_cgroup_from_ptr()), then a byte charge to that memcg
-    (__memcg_kmem_charge_subpage()) and the put of the reference."""
-    o = w.objects["obj"]
+    """mem_cgroup_from_obj() under RCU on an object that may be being freed: its ownership
+    entry, then ptr->memcg with a css reference (get_mem_cgroup_from_ptr(), the css_tryget
+    loop); then a byte charge to that memcg (__memcg_kmem_charge_subpage()) and the put."""
     rcu_read_lock(k)
-    ptr = k.load(o, "memcg_ptr")
+    o = rcu_dereference(k, w.extra["lookup"], "ptr")
+    ptr = k.load(o, "memcg_ptr") if o is not None else None
+    memcg = None
+    if ptr is not None:
+        memcg = k.design.get_mem_cgroup_from_ptr(k, ptr)  # type: ignore[attr-defined]
     rcu_read_unlock(k)
-    memcg = k.design.get_mem_cgroup_from_ptr(k, ptr)  # type: ignore[attr-defined]
+    if memcg is None:
+        w.extra["charged"] = (None, 0)
+        return
     ret = __memcg_kmem_charge_subpage(k, memcg, OBJ_SIZE, GFP_KERNEL)
     w.extra["charged"] = (memcg, ret)
     css_put(k, memcg)
 
 
+def _free_obj(k: Kernel, w: World) -> None:
+    """Unpublish the object from its RCU lookup structure, then free it."""
+    rcu_assign_pointer(k, w.extra["lookup"], "ptr", None)
+    memcg_free_last_object(k, w, "obj")
+
+
 def _check_obj_charge(k: Kernel, w: World) -> None:
     memcg, ret = w.extra["charged"]
     assert ret == 0, f"the charge failed: {ret}"
-    assert memcg in (w.memcgs["/a/b"], w.memcgs["/a"]), "charged an unrelated memcg"
+    assert memcg in (None, w.memcgs["/a/b"], w.memcgs["/a"]), "charged an unrelated memcg"
 
 
 OBJ_TO_MEMCG_VS_OFFLINE = Scenario(
     name="obj-to-memcg-vs-offline",
-    description="a reader maps an object to its memcg under RCU (like mem_cgroup_from_obj), "
-                "takes a css reference on it and charges it while /a/b goes offline",
+    description="a reader maps an RCU-freed object to its memcg under RCU (like "
+                "mem_cgroup_from_obj), takes a css reference on it and charges it, while "
+                "/a/b goes offline and the object's owner frees it (dropping the ptr's last "
+                "reference)",
     setup=_setup_obj_to_memcg,
-    tasks=(TaskSpec("charge", 0, _obj_charge), TaskSpec("offline", 1, _offline_b)),
+    tasks=(TaskSpec("charge", 0, _obj_charge), TaskSpec("offline", 1, _offline_b),
+           TaskSpec("free", 1, _free_obj)),
     check=_check_obj_charge,
 )
 

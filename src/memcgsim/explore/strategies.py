@@ -82,6 +82,13 @@ class UnitResult:
     schedules_to_find: int = 0
     complete: bool = True
     seconds: float = 0.0
+    #: leak-scan verdicts by end state (not sent back from worker processes)
+    cache: dict[Any, str] = field(default_factory=dict)
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["cache"] = {}
+        return d
 
 
 def preemptions(points: list[ChoicePoint], choices: list[int]) -> int:
@@ -147,7 +154,7 @@ def _run_tree(sc: Scenario, cfg: Config, mutant: str | None, root: Node, res: Un
     while True:
         prefix = [root.chosen] + [n.chosen for n in stack]
         pol = _TreePolicy(bound, stack[-1].preempt if stack else root.preempt)
-        out = execute(sc, prefix, pol, mutant=mutant)
+        out = execute(sc, prefix, pol, mutant=mutant, cache=res.cache)
         stack.extend(pol.nodes)
         if _account(res, out, cfg):
             return
@@ -310,7 +317,7 @@ def _run_dpor(sc: Scenario, cfg: Config, mutant: str | None, root: Node, res: Un
     while True:
         prefix = [x.chosen for x in stack]
         pol = _DporPolicy(stack, len(stack))
-        out = execute(sc, prefix, pol, mutant=mutant, record=True)
+        out = execute(sc, prefix, pol, mutant=mutant, record=True, cache=res.cache)
         new = pol.nodes
         stack.extend(new)
         if _account(res, out, cfg):
@@ -375,7 +382,7 @@ def _run_random(sc: Scenario, cfg: Config, mutant: str | None, first: int, last:
             pol = _PctPolicy(rng, cfg.depth, nr_steps)
         else:
             pol = _RandomPolicy(rng)
-        out = execute(sc, (), pol, mutant=mutant)
+        out = execute(sc, (), pol, mutant=mutant, cache=res.cache)
         if _account(res, out, cfg):
             return
 

@@ -31,6 +31,7 @@ from memcgsim.cgroup.cgroup import CSS_DYING, CSS_NO_REF, CSS_ONLINE, CgroupGlob
 from memcgsim.kernel.heap import free_percpu, kfree, kmalloc
 from memcgsim.kernel.list import list_add, list_entries
 from memcgsim.kernel.locking import Mutex, Spinlock
+from memcgsim.kernel.objects import KObject
 from memcgsim.kernel.percpu_ref import (
     PercpuRef,
     percpu_ref_init,
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
     from memcgsim.kernel.kernel import Kernel
 
 __all__ = [
+    "RcuFreedObject",
+    "RcuSlot",
     "World",
     "world_css_release",
 ]
@@ -81,6 +84,9 @@ class World:
     pins: dict[str, int] = field(default_factory=dict)
     #: anything else a scenario wants to keep (its own objects, flags)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: leak-scan verdicts by end state, shared by the runs of one exploration
+    leak_cache: dict[Any, str] | None = None
+    _fp: tuple[Any, ...] | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -181,11 +187,15 @@ class World:
         self.ptrs[name] = p
         return p
 
-    def obj(self, name: str, ptr: MemCgroupPtr | None, size: int = 64) -> KmallocObject:
+    def obj(self, name: str, ptr: MemCgroupPtr | None, size: int = 64, *,
+            rcu_freed: bool = False) -> KmallocObject:
         """An accounted kmalloc-``size`` object held by the world; with ``ptr``, it holds a
-        reference on that ptr (its ownership entry), added here to the ptr's count."""
+        reference on that ptr (its ownership entry), added here to the ptr's count.  An
+        ``rcu_freed`` object is freed with kfree_rcu() (as dentries are), so RCU readers may
+        look at it while it is being freed."""
         k = self.k
-        o = kmalloc(k, KmallocObject, size, site="kmalloc", zero=True)
+        cls = RcuFreedObject if rcu_freed else KmallocObject
+        o = kmalloc(k, cls, size, site="kmalloc", zero=True)
         assert o is not None
         if ptr is not None:
             o.memcg_ptr = ptr
@@ -199,6 +209,13 @@ class World:
         self.objects[name] = o
         k.heap.roots[o._koid] = o
         return o
+
+    def slot(self, name: str, value: Any) -> RcuSlot:
+        """A static RCU-protected pointer to ``value``, kept in :attr:`extra` under ``name``."""
+        sl = RcuSlot(value)
+        self.k.heap.adopt(sl, "rcu_slot", static=True)
+        self.extra[name] = sl
+        return sl
 
     def drop(self, name: str) -> None:
         """The world lets go of object ``name`` (a task frees it): no longer a root."""
@@ -263,7 +280,35 @@ class World:
             elif expected == 0:
                 k.report(ViolationKind.LEAK,
                          f"{p.kname()} has no references left but was never released", obj=p)
-        k.heap.check_leaks()
+        self.check_leaks(k)
+
+    def check_leaks(self, k: Kernel) -> None:
+        """kmemleak: live allocations nothing reaches.  The scan's verdict is a function of
+        the end state, so it is remembered per (live allocations, fingerprint) across the
+        schedules of one exploration (:attr:`leak_cache`)."""
+        key = None
+        if self.leak_cache is not None:
+            key = (tuple(k.heap.live), self.end_fingerprint())
+            if key in self.leak_cache:
+                msg = self.leak_cache[key]
+                if msg:
+                    k.report(ViolationKind.LEAK, msg)
+                return
+        leaked = k.heap.unreachable()
+        msg = ""
+        if leaked:
+            msg = "unreferenced objects: " + ", ".join(
+                o.kname() + (f" from {o._ksite}" if o._ksite else "") for o in leaked[:10])
+        if key is not None and self.leak_cache is not None:
+            self.leak_cache[key] = msg
+        if msg:
+            k.report(ViolationKind.LEAK, msg)
+
+    def end_fingerprint(self) -> tuple[Any, ...]:
+        """:meth:`fingerprint`, computed once per run."""
+        if self._fp is None:
+            self._fp = self.fingerprint()
+        return self._fp
 
     def css_count(self, name: str) -> int:
         """The css count of memcg ``name`` as a whole-state reader sees it (no step)."""
@@ -293,6 +338,25 @@ class World:
             out.append((getattr(st.cached, "_kname", None), st.nr_pages,
                         getattr(st.subpage_cached, "_kname", None), st.nr_bytes))
         return tuple(out)
+
+
+class RcuSlot(KObject):
+    """An RCU-protected pointer through which readers find an object (a hash chain's head,
+    say): ``rcu_dereference(slot->ptr)`` under rcu_read_lock()."""
+
+    ktype = "struct rcu_slot"
+
+    def __init__(self, ptr: Any = None) -> None:
+        super().__init__()
+        self.ptr = ptr
+
+
+class RcuFreedObject(KmallocObject):
+    """An accounted object freed after a grace period (``kfree_rcu(obj, rcu)``)."""
+
+    def __init__(self, size: int = 64) -> None:
+        super().__init__(size)
+        self.rcu = RcuHead(self, "rcu")
 
 
 def world_css_release(k: Kernel, ref: PercpuRef) -> None:

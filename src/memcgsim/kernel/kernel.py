@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from greenlet import greenlet
+from greenlet import GreenletExit, greenlet
 
 from memcgsim.kernel.objects import UNINIT, KObject, KState
 from memcgsim.kernel.task import CPU, Access, AccessKind, Context, Task, TaskState
@@ -175,6 +175,13 @@ class Kernel:
         self.schedule_log: list[tuple[int, Access | None]] = []
         #: ask the chooser at every step, even when one task can run (the explorer's view)
         self.observe_steps = False
+        #: a task resumed from a wait (or started) runs through its first scheduling point
+        #: in the same step: the code in between touches no shared state, so stopping there
+        #: would only double the choices (the explorer sets this)
+        self.fuse_resume = False
+        #: called with (task, access) when a resumed task performs its first access
+        self.on_fused: Callable[[Task, Access], None] | None = None
+        self._resumed: Task | None = None
         self.chooser: Chooser = SequentialChooser()
         self.violations: list[Violation] = []
         self.panicked: Violation | None = None
@@ -312,6 +319,14 @@ class Kernel:
             acc = Access(f"{owner._koid}:{obj._kpath}", field, kind, "")
         if self.record_steps:
             acc.location = self.location(3, frames=8)
+        if self._resumed is t:
+            # The resumed task's step goes on through this point (see fuse_resume).
+            self._resumed = None
+            if self.record_steps and self.schedule_log:
+                self.schedule_log[-1] = (t.tid, acc)
+            if self.on_fused is not None:
+                self.on_fused(t, acc)
+            return
         t.pending = acc
         assert self._sched_glet is not None
         self._sched_glet.switch()
@@ -450,6 +465,8 @@ class Kernel:
         def body() -> None:
             try:
                 t.result = fn(self, *args)
+            except GreenletExit:
+                return  # killed with its world (Kernel.kill_tasks)
             except BaseException as e:
                 t.exc = e
             if not t.persistent or t.exc is not None:
@@ -574,6 +591,9 @@ class Kernel:
         return out
 
     def _switch_to(self, t: Task) -> None:
+        if self.fuse_resume:
+            p = t.pending
+            self._resumed = t if p is None or p.kind is AccessKind.NONE else None
         if t.state is TaskState.WAITING:
             t.state = TaskState.RUNNABLE
             t.wait_cond = None
@@ -594,6 +614,22 @@ class Kernel:
                 if isinstance(exc, KernelViolation):
                     self.panicked = exc.violation
                 raise exc
+
+    def kill_tasks(self) -> None:
+        """Unwind every task that has not finished (the world is being thrown away).
+
+        A suspended coroutine's stack is invisible to Python's cycle collector, so a
+        discarded run whose tasks are still waiting would never be freed: the explorer calls
+        this after each execution.
+        """
+        self.current = None
+        self._resumed = None
+        for t in self.tasks:
+            g = t.glet
+            if g is not None and not g.dead:
+                g.throw(GreenletExit)
+            t.glet = None
+        self._active.clear()
 
     @staticmethod
     def _is_task_error(exc: BaseException) -> bool:
