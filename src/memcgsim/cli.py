@@ -38,6 +38,46 @@ def version() -> None:
     typer.echo(f"memcgsim {__version__}")
 
 
+# ---------------------------------------------------------------------- explorer (issue 4)
+@app.command("check")
+def check_cmd(
+    target: Annotated[str, typer.Argument(
+        help="a built-in scenario, 'all', or a scenario file FILE.py")] = "all",
+    strategy: Annotated[str, typer.Option(
+        help="dfs | bounded | dpor | random | pct")] = "dpor",
+    bound: Annotated[int, typer.Option(min=0, help="preemption bound of 'bounded'")] = 2,
+    depth: Annotated[int, typer.Option(min=1, help="bug depth d of 'pct'")] = 3,
+    runs: Annotated[int, typer.Option(min=1, help="runs of 'random' and 'pct'")] = 1000,
+    mutant: Annotated[str | None, typer.Option(
+        help="apply a seed mutant by name, or 'all' for the whole catalogue")] = None,
+    jobs: Annotated[int, typer.Option(min=1, max=64, help="worker processes")] = 1,
+    seed: Annotated[int, typer.Option(min=0, help="seed of 'random' and 'pct'")] = 0,
+    max_schedules: Annotated[int | None, typer.Option(
+        min=1, help="stop after this many schedules per scenario")] = None,
+    trace_dir: Annotated[str, typer.Option(
+        help="where counterexample traces are written")] = "memcgsim-traces",
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON document")] = False,
+) -> None:
+    """Explore schedules of the seed's races; exit 0 if no violation, 1 if one is found."""
+    from memcgsim.explore.cli import run_check
+
+    raise typer.Exit(run_check(
+        target, strategy=strategy, bound=bound, depth=depth, runs=runs, mutant=mutant,
+        jobs=jobs, seed=seed, max_schedules=max_schedules, trace_dir=trace_dir,
+        as_json=as_json))
+
+
+@app.command("replay")
+def replay_cmd(
+    trace: Annotated[str, typer.Argument(help="a trace file written by 'memcgsim check'")],
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON document")] = False,
+) -> None:
+    """Replay a counterexample trace step for step; exit 1 if it shows a violation."""
+    from memcgsim.explore.cli import run_replay
+
+    raise typer.Exit(run_replay(trace, as_json=as_json))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: bad usage is one line on stderr and exit status 2, never a traceback."""
     try:

@@ -10,9 +10,12 @@ them writes, with these refinements:
 - a ``percpu_ref``'s mode word: the model keeps ``percpu_count_ptr`` as two fields (``percpu``,
   the counter pointer, and ``flags``, its low bits); the three names are one location;
 - field ``*`` stands for every field of its object (RCU's grace-period steps);
-- a footprint of ``None`` (a woken waiter whose next access is not known yet, or a step of the
-  grace-period kthread, which reads every CPU's read-side state that preempt_disable() and
-  local_irq_save() change without a scheduling point) is dependent with everything.
+- a step of the grace-period kthread reads the *RCU signature* (every CPU's read-side state,
+  which preempt_disable() and local_irq_save() change without a scheduling point, the grace
+  period numbers, the callbacks queued): it is dependent with every step that changed it
+  (``gp`` and ``rcu``);
+- a footprint of ``None`` (a task that starts or resumes from a wait, whose next access is not
+  known yet) is dependent with everything.
 """
 
 from __future__ import annotations
@@ -28,9 +31,13 @@ _MODE_WORD = {"percpu": "percpu_count_ptr", "flags": "percpu_count_ptr",
 class Footprint:
     """A pre-digested :class:`Access`: allocation, object, canonical field, kind."""
 
-    __slots__ = ("alloc", "field", "obj", "slab", "wildcard", "writes")
+    __slots__ = ("alloc", "field", "gp", "obj", "rcu", "slab", "wildcard", "writes")
 
-    def __init__(self, acc: Access | None) -> None:
+    def __init__(self, acc: Access | None, rcu: bool = False, gp: bool = False) -> None:
+        #: changed the RCU signature (see memcgsim.explore.runtime.Run)
+        self.rcu = rcu or gp
+        #: a grace-period step: reads (and changes) the RCU signature
+        self.gp = gp
         if acc is None:
             self.wildcard = True
             self.alloc = self.obj = self.field = ""
@@ -66,7 +73,7 @@ def footprint(acc: Access | None) -> Footprint:
 
 def dependent(a: Footprint, b: Footprint) -> bool:
     """True if the two steps may not commute."""
-    if a.wildcard or b.wildcard:
+    if a.wildcard or b.wildcard or (a.gp and b.rcu) or (a.rcu and b.gp):
         return True
     if not a.alloc or not b.alloc or a.alloc != b.alloc:
         return False

@@ -14,6 +14,7 @@ callback and work invocations, within the kernel's rules.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -100,6 +101,14 @@ class NondeterminismError(RuntimeError):
     """A replayed prefix asked for a choice the execution does not offer."""
 
 
+#: steps after which a run is taken to be a livelock (a task spinning forever)
+MAX_STEPS = 20_000
+
+
+class Livelock(Exception):
+    """A run took more than MAX_STEPS steps."""
+
+
 class SleepBlocked(Exception):
     """Raised by a policy to abandon a run that can only repeat explored schedules."""
 
@@ -129,6 +138,8 @@ class Outcome:
     steps: list[tuple[int, Access | None]] = field(default_factory=list)
     #: choice points beyond the replayed prefix
     new_points: list[ChoicePoint] = field(default_factory=list)
+    #: per recorded step: it changed the RCU signature
+    rcu_flags: list[bool] = field(default_factory=list)
     #: task id -> (name, cpu)
     tasks: dict[int, tuple[str, int | None]] = field(default_factory=dict)
     #: (step, task id, model location) of each step, when locations were recorded
@@ -140,8 +151,20 @@ class Outcome:
 class Run:
     """The chooser of one execution: replay ``prefix``, then ask ``policy``."""
 
-    __slots__ = ("_sigma", "choices", "gp_tid", "last", "new_points", "nr_steps", "policy",
-                 "prefix", "record", "steps")
+    __slots__ = (
+        "_sig_prev",
+        "_sigma",
+        "choices",
+        "gp_tid",
+        "last",
+        "new_points",
+        "nr_steps",
+        "policy",
+        "prefix",
+        "rcu_flags",
+        "record",
+        "steps",
+    )
 
     def __init__(self, prefix: Sequence[int], policy: Policy, *, record: bool = False,
                  gp_tid: int = -1) -> None:
@@ -154,6 +177,10 @@ class Run:
         self.new_points: list[ChoicePoint] = []
         self.record = record
         self.steps: list[tuple[int, Access | None]] = []
+        #: per recorded step: it changed the RCU signature (a CPU's read-side state, grace
+        #: period numbers, queued callbacks), so it does not commute with rcu_gp's steps
+        self.rcu_flags: list[bool] = []
+        self._sig_prev: tuple[Any, ...] | None = None
         self.nr_steps = 0
         self.last: int | None = None
 
@@ -182,8 +209,18 @@ class Run:
             return runnable
         return [t for t in runnable if t.tid != gp]
 
+    def finish(self, k: Kernel) -> None:
+        """Close the record of the last step (its effect on the RCU signature)."""
+        if self.record and self.steps:
+            self.rcu_flags[-1] = self._rcu_signature(k) != self._sig_prev
+
     def pick_task(self, k: Kernel, runnable: list[Task]) -> Task:
         choice = -1
+        if self.record:
+            sig = self._rcu_signature(k)
+            if self.steps:
+                self.rcu_flags[-1] = sig != self._sig_prev
+            self._sig_prev = sig
         if len(runnable) > 1 and self.gp_tid >= 0:
             if any(t.tid == self.gp_tid for t in runnable):
                 runnable = self._filter_gp(k, runnable)
@@ -217,9 +254,12 @@ class Run:
                     raise AssertionError(f"policy chose task {tid}, not runnable")
             choice = len(self.choices)
             self.choices.append(t.tid)
+        if self.nr_steps >= MAX_STEPS:
+            raise Livelock()
         acc = _known(t.pending)
         if self.record:
             self.steps.append((t.tid, acc))
+            self.rcu_flags.append(False)
         self.policy.on_step(self, t.tid, acc, choice)
         self.last = t.tid
         self.nr_steps += 1
@@ -292,13 +332,20 @@ def execute(scenario: Scenario, prefix: Sequence[int] = (), policy: Policy | Non
         violation = e.violation
     except AssertionError as e:
         t = k.current
+        tb = traceback.extract_tb(e.__traceback__)
+        where = " < ".join(f"{f.name}:{f.lineno}" for f in reversed(tb[-3:]))
         violation = Violation(ViolationKind.ASSERTION, str(e) or "assertion failed",
-                              task=t.name if t else "", step=k.steps,
-                              location=k.location(2, frames=8))
+                              task=t.name if t else "", step=k.steps, location=where)
     except SleepBlocked:
         blocked = True
+    except Livelock:
+        violation = Violation(ViolationKind.DEADLOCK,
+                              f"livelock: no quiescence after {MAX_STEPS} steps",
+                              step=k.steps)
+    run.finish(k)
     out = Outcome(choices=run.choices, nr_steps=run.nr_steps, violation=violation,
-                  blocked=blocked, steps=run.steps, new_points=run.new_points)
+                  blocked=blocked, steps=run.steps, new_points=run.new_points,
+                  rcu_flags=run.rcu_flags)
     if fingerprint and not blocked:
         out.fingerprint = (None if violation is None else (str(violation.kind),),
                            w.end_fingerprint())

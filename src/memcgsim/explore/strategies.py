@@ -104,7 +104,7 @@ def preemptions(points: list[ChoicePoint], choices: list[int]) -> int:
 class Node:
     """One choice point of the current schedule and what remains to explore there."""
 
-    __slots__ = ("backtrack", "chosen", "cp", "done", "preempt", "sleep", "todo")
+    __slots__ = ("backtrack", "chosen", "cp", "done", "fps", "preempt", "sleep", "todo")
 
     def __init__(self, cp: ChoicePoint, chosen: int, preempt: int = 0) -> None:
         self.cp = cp
@@ -117,6 +117,8 @@ class Node:
         self.done: list[int] = [chosen]
         self.backtrack: set[int] = {chosen}
         self.sleep: dict[int, Footprint] = {}
+        #: DPOR: the footprint each explored option's step turned out to have
+        self.fps: dict[int, Footprint] = {}
 
 
 def _preempt_after(cp: ChoicePoint, chosen: int, before: int) -> int:
@@ -191,16 +193,33 @@ def _account(res: UnitResult, out: Outcome, cfg: Config) -> bool:
 
 # ---------------------------------------------------------------------- DPOR
 class _DporPolicy(Policy):
-    """Sleep sets along the run; new choice points prefer the task that ran last."""
+    """Sleep sets along the run; new choice points prefer the task that ran last.
 
-    def __init__(self, stack: list[Node], nchoices_prefix: int) -> None:
+    A step's footprint is known only once it ran (a resumed task's first access), so the
+    sleep set is filtered by each step just before the next choice.
+    """
+
+    def __init__(self, stack: list[Node], nchoices_prefix: int, gp_tid: int) -> None:
         self.stack = stack
         self.nprefix = nchoices_prefix
+        self.gp_tid = gp_tid
         self.sleep: dict[int, Footprint] = {}
-        self.seen_choices = 0
+        self.applied = 0
         self.nodes: list[Node] = []
 
+    def _catch_up(self, run: Run, upto: int) -> None:
+        while self.applied < upto:
+            i = self.applied
+            self.applied += 1
+            if not self.sleep:
+                continue
+            tid, acc = run.steps[i]
+            fp = Footprint(acc, run.rcu_flags[i], tid == self.gp_tid)
+            self.sleep = {q: f for q, f in self.sleep.items()
+                          if q != tid and not dependent(f, fp)}
+
     def choose(self, run: Run, cp: ChoicePoint) -> int:
+        self._catch_up(run, len(run.steps))
         awake = [o for o in cp.options if o not in self.sleep] if cp.kind != DECIDE \
             else list(cp.options)
         if not awake:
@@ -214,17 +233,17 @@ class _DporPolicy(Policy):
         return chosen
 
     def on_step(self, run: Run, tid: int, access: Any, choice: int) -> None:
+        self._catch_up(run, len(run.steps) - 1)
         if 0 <= choice < self.nprefix:
             node = self.stack[choice]
             sl = dict(node.sleep)
             for d in node.done:
                 if d != node.chosen:
-                    sl[d] = Footprint(node.cp.accesses[node.cp.options.index(d)])
+                    f = node.fps.get(d)
+                    if f is None:
+                        f = Footprint(node.cp.accesses[node.cp.options.index(d)])
+                    sl[d] = f
             self.sleep = sl
-        if self.sleep:
-            fp = Footprint(access)
-            self.sleep = {q: f for q, f in self.sleep.items()
-                          if q != tid and not dependent(f, fp)}
 
 
 def _dpor_analyse(out: Outcome, stack: list[Node], wild: set[int]) -> None:
@@ -249,19 +268,24 @@ def _dpor_analyse(out: Outcome, stack: list[Node], wild: set[int]) -> None:
         accs[j] = acc
         if steps[j][1] is not None:
             nxt_access[tid] = steps[j][1]
+    flags = out.rcu_flags
     for j in range(n):
         tid = steps[j][0]
-        fps.append(Footprint(None) if tid in wild else Footprint(accs[j]))
+        fps.append(Footprint(accs[j], j < len(flags) and flags[j], tid in wild))
     # choice index of each step
     step_choice: dict[int, int] = {}
     for ci, node in enumerate(stack):
         if node.cp.kind != DECIDE:
             step_choice[node.cp.step] = ci
+            if node.cp.step < n:
+                node.fps[node.chosen] = fps[node.cp.step]
     ntasks = max((s[0] for s in steps), default=0) + 1
     clocks: list[list[int]] = []
     last_clock: dict[int, list[int]] = {}
     by_alloc: dict[str, list[int]] = {}
     wild_steps: list[int] = []
+    rcu_steps: list[int] = []
+    gp_steps: list[int] = []
     for j in range(n):
         p, _ = steps[j]
         f = fps[j]
@@ -270,7 +294,12 @@ def _dpor_analyse(out: Outcome, stack: list[Node], wild: set[int]) -> None:
         if f.wildcard:
             cands: list[int] = list(range(j))
         else:
-            cands = sorted(by_alloc.get(f.alloc, []) + wild_steps) if f.alloc else wild_steps
+            cands = by_alloc.get(f.alloc, []) + wild_steps if f.alloc else list(wild_steps)
+            if f.gp:
+                cands += rcu_steps
+            elif f.rcu:
+                cands += gp_steps
+            cands = sorted(set(cands))
         race: int | None = None
         for i in cands:
             fi = fps[i]
@@ -288,8 +317,13 @@ def _dpor_analyse(out: Outcome, stack: list[Node], wild: set[int]) -> None:
         last_clock[p] = vc
         if f.wildcard:
             wild_steps.append(j)
-        elif f.alloc:
-            by_alloc.setdefault(f.alloc, []).append(j)
+        else:
+            if f.alloc:
+                by_alloc.setdefault(f.alloc, []).append(j)
+            if f.rcu:
+                rcu_steps.append(j)
+            if f.gp:
+                gp_steps.append(j)
         if race is None:
             continue
         c = step_choice.get(race)
@@ -314,9 +348,10 @@ def _dpor_analyse(out: Outcome, stack: list[Node], wild: set[int]) -> None:
 def _run_dpor(sc: Scenario, cfg: Config, mutant: str | None, root: Node, res: UnitResult,
               wild: set[int]) -> None:
     stack: list[Node] = [root]
+    gp = min(wild) if wild else -1
     while True:
         prefix = [x.chosen for x in stack]
-        pol = _DporPolicy(stack, len(stack))
+        pol = _DporPolicy(stack, len(stack), gp)
         out = execute(sc, prefix, pol, mutant=mutant, record=True, cache=res.cache)
         new = pol.nodes
         stack.extend(new)

@@ -119,14 +119,22 @@ class Step:
         return self.frames[0] if self.frames else ""
 
     @property
-    def kernel(self) -> str:
+    def kernel_chain(self) -> list[str]:
         """The kernel functions the step stands for, innermost first (known ones only)."""
         out: list[str] = []
         for fr in self.frames:
             k = kernel_function(fr.split(":", 1)[0])
             if k and k not in out:
                 out.append(k)
-        return " < ".join(out[:3])
+        return out
+
+    @property
+    def kernel(self) -> str:
+        """The innermost kernel function and the outermost one it runs in."""
+        ch = self.kernel_chain
+        if not ch:
+            return ""
+        return ch[0] if len(ch) == 1 else f"{ch[0]} in {ch[-1]}"
 
     def to_json(self) -> dict[str, Any]:
         return {"step": self.index, "task": self.task, "cpu": self.cpu, "access": self.access,
@@ -196,10 +204,13 @@ def render_swimlane(rp: Replay, *, width: int = 46) -> str:
     lines.append("-" * len(head))
     for s in rp.steps:
         col = s.cpu if s.cpu is not None else rp.nr_cpus
-        cell1 = f"{s.task}: {s.model}"[:width]
-        cell2 = f"  {s.access}"[:width]
-        cell3 = f"  = {s.kernel}"[:width] if s.kernel else ""
-        for j, cell in enumerate((cell1, cell2, cell3)):
+        ch = s.kernel_chain
+        cells = [f"{s.task}: {s.model}", f"  {s.access}"]
+        if ch:
+            cells.append(f"  = {ch[0]}")
+        if len(ch) > 1:
+            cells.append(f"    in {ch[-1]}")
+        for j, cell in enumerate(c[:width] for c in cells):
             if not cell:
                 continue
             row = [""] * len(cols)

@@ -113,6 +113,10 @@ class World:
         mg.stranded_bytes_total = 0
         mg.extra_css_refs = []
         mg.extra_charged_bytes = []
+        mg.extra_css_refs_map = []
+        mg.extra_charged_bytes_map = []
+        mg.extra_ptr_refs_map = []
+        mg.obj_stocks = []
         k.memcg = mg
         root = MemCgroup(k.nr_cpus)
         k.heap.adopt(root, "mem_cgroup_init", static=True)
