@@ -1,0 +1,281 @@
+"""The concurrency explorer: built-ins pass on the seed, mutants are caught, counterexamples
+replay, strategies agree, and parallel exploration counts what one process counts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from memcgsim.explore import (
+    Config,
+    CounterexampleFound,
+    Scenario,
+    TaskSpec,
+    World,
+    check,
+    load_scenario,
+    model,
+)
+from memcgsim.explore.cli import run_check, run_replay
+from memcgsim.explore.footprint import Footprint, dependent
+from memcgsim.explore.mutants import MUTANTS
+from memcgsim.explore.scenarios import BUILTINS
+from memcgsim.explore.trace import load_trace, render_swimlane, replay_choices, shrink
+from memcgsim.kernel.kernel import Kernel
+from memcgsim.kernel.task import Access, AccessKind
+from memcgsim.kernel.violations import ViolationKind
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lost_update.py"
+
+
+# ---------------------------------------------------------------------- the seed passes
+@pytest.mark.parametrize("name", list(BUILTINS))
+def test_builtin_passes_on_seed_under_exhaustive_dpor(name: str) -> None:
+    r = check(name, Config(strategy="dpor"))
+    assert r.violation is None, r.violation
+    assert r.complete and r.schedules > 1
+
+
+@pytest.mark.parametrize("name", list(BUILTINS))
+def test_builtin_passes_on_seed_under_preemption_bound_2(name: str) -> None:
+    # The whole bound-2 space of every built-in is explored by .ci/run (memcgsim check all
+    # --strategy bounded --bound 2); here its first schedules, which include all of bound 1.
+    r = check(name, Config(strategy="bounded", bound=2, max_schedules=1500))
+    assert r.violation is None, r.violation
+    assert r.schedules >= 1500 or r.complete
+
+
+# ---------------------------------------------------------------------- mutants are caught
+#: the cheapest strategy that finds each mutant, and where
+FINDS = {
+    "no-css-get-in-reparent": ("reader-vs-offline", Config(strategy="dpor")),
+    "kfree-not-kfree-rcu": ("obj-to-memcg-vs-offline", Config(strategy="dpor")),
+    "get-not-tryget": ("reader-vs-offline", Config(strategy="pct", depth=3, runs=3000)),
+    "css-get-not-tryget": ("obj-to-memcg-vs-offline", Config(strategy="dpor")),
+    "xchg-loop-without-lock": ("release-vs-reparent", Config(strategy="dpor")),
+    "list-del-outside-lock": ("release-vs-reparent", Config(strategy="dpor")),
+    "put-memcg-before-list-del": ("release-vs-reparent", Config(strategy="dpor")),
+}
+
+
+def test_the_catalogue_has_the_issues_mutants() -> None:
+    assert set(MUTANTS) == set(FINDS)
+
+
+@pytest.mark.parametrize("mutant", list(FINDS))
+def test_mutant_is_found(mutant: str) -> None:
+    scenario, cfg = FINDS[mutant]
+    r = check(scenario, cfg, mutant=mutant)
+    assert r.violation is not None, f"{mutant} not found in {scenario} by {cfg.strategy}"
+    assert r.schedules_to_find is not None and r.schedules_to_find >= 1
+
+
+def test_mutant_kinds_are_the_expected_bugs() -> None:
+    kinds = {}
+    for mutant in ("kfree-not-kfree-rcu", "css-get-not-tryget", "put-memcg-before-list-del"):
+        scenario, cfg = FINDS[mutant]
+        r = check(scenario, cfg, mutant=mutant)
+        assert r.violation is not None
+        kinds[mutant] = r.violation.kind
+    assert kinds == {
+        "kfree-not-kfree-rcu": ViolationKind.USE_AFTER_FREE,
+        "css-get-not-tryget": ViolationKind.REFCOUNT_GET_FROM_ZERO,
+        "put-memcg-before-list-del": ViolationKind.REFCOUNT_UNDERFLOW,
+    }
+
+
+# ---------------------------------------------------------------------- counterexamples
+def test_replayed_trace_gives_the_same_violation(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    rc = run_check("release-vs-reparent", mutant="put-memcg-before-list-del",
+                   trace_dir=str(tmp_path), as_json=True)
+    assert rc == 1
+    doc = json.loads(capsys.readouterr().out)
+    (v,) = doc["violations"]
+    tf = load_trace(v["trace"])
+    assert tf.violation is not None and tf.violation["kind"] == v["kind"]
+    rc = run_replay(v["trace"], as_json=True)
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 1
+    assert out["same_as_recorded"] is True
+    assert out["violation"]["kind"] == "refcount-underflow"
+    assert out["violation"]["message"] == v["message"]
+
+
+def test_shrunk_counterexample_has_no_more_preemptions_than_found() -> None:
+    sc = load_scenario("release-vs-reparent")
+    r = check(sc, Config(strategy="dpor"), mutant="list-del-outside-lock")
+    assert r.violation is not None and r.choices is not None
+    found = replay_choices(sc, r.choices, mutant="list-del-outside-lock")
+    small = replay_choices(sc, shrink(sc, r.choices, r.violation,
+                                      mutant="list-del-outside-lock"),
+                           mutant="list-del-outside-lock")
+    assert small.violation is not None and small.violation.kind == r.violation.kind
+    assert small.preemptions <= found.preemptions
+
+
+def test_swimlane_has_a_column_per_cpu_and_names_kernel_functions() -> None:
+    sc = load_scenario("release-vs-reparent")
+    r = check(sc, Config(strategy="dpor"), mutant="put-memcg-before-list-del")
+    assert r.choices is not None
+    text = render_swimlane(replay_choices(sc, r.choices, mutant="put-memcg-before-list-del"))
+    header = next(line for line in text.splitlines() if line.startswith("step"))
+    assert [c.strip() for c in header.split("|")] == ["step", "cpu0", "cpu1", "unbound"]
+    assert "mm/memcontrol.c:memcg_ptr_release" in text
+    assert "lib/percpu-refcount.c" in text or "include/linux/percpu-refcount.h" in text
+    assert "VIOLATION refcount-underflow" in text
+
+
+def test_bad_trace_is_one_line_and_exit_2(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "t.json"
+    bad.write_text('{"format": "memcgsim-trace", "version": 99, "choices": []}')
+    assert run_replay(str(bad)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "version 99" in err
+    bad.write_text("not json")
+    assert run_replay(str(bad)) == 2
+    assert run_replay(str(tmp_path / "missing.json")) == 2
+
+
+# ---------------------------------------------------------------------- strategies agree
+def _counter_scenario(atomic: bool) -> Scenario:
+    from memcgsim.kernel.objects import KObject
+
+    class Counter(KObject):
+        ktype = "struct counter"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.value = 0
+
+    def setup(k: Kernel) -> World:
+        w = World.create(k)
+        c = Counter()
+        k.heap.adopt(c, "setup", static=True)
+        w.extra["c"] = c
+        return w
+
+    def bump(k: Kernel, w: World) -> None:
+        c = w.extra["c"]
+        if atomic:
+            k.rmw(c, "value", lambda v: v + 1)
+            k.rmw(c, "value", lambda v: v + 1)
+        else:
+            v = k.load(c, "value")
+            k.store(c, "value", v + 1)
+
+    def final(k: Kernel, w: World) -> None:
+        want = 4 if atomic else 2
+        assert w.extra["c"].value == want, f"value {w.extra['c'].value}"
+
+    return Scenario("counter-atomic" if atomic else "counter-racy", setup,
+                    (TaskSpec("a", 0, bump), TaskSpec("b", 1, bump)), final)
+
+
+@pytest.mark.parametrize("atomic", [True, False])
+def test_dpor_and_dfs_agree_and_dpor_explores_fewer(atomic: bool) -> None:
+    sc = _counter_scenario(atomic)
+    dfs = check(sc, Config(strategy="dfs", stop_on_violation=False))
+    dpor = check(sc, Config(strategy="dpor", stop_on_violation=False))
+    assert dfs.complete and dpor.complete
+    assert (dfs.violation is None) == (dpor.violation is None) == atomic
+    assert dpor.schedules <= dfs.schedules
+    assert dpor.end_states == dfs.end_states
+
+
+def test_dpor_and_bounded_agree_on_every_mutant_dpor_finds() -> None:
+    for mutant in ("put-memcg-before-list-del", "list-del-outside-lock"):
+        a = check("release-vs-reparent", Config(strategy="dpor"), mutant=mutant)
+        b = check("release-vs-reparent", Config(strategy="bounded", bound=1), mutant=mutant)
+        assert a.violation is not None and b.violation is not None
+
+
+def test_footprints_commute_only_on_different_locations() -> None:
+    r = Footprint(Access("7:", "memcg", AccessKind.READ))
+    w = Footprint(Access("7:", "memcg", AccessKind.RMW))
+    other = Footprint(Access("7:", "list.next", AccessKind.WRITE))
+    free = Footprint(Access("7:", "<slab>", AccessKind.WRITE))
+    mode = Footprint(Access("7:refcnt.", "percpu_count_ptr", AccessKind.READ))
+    flags = Footprint(Access("7:refcnt.", "flags", AccessKind.WRITE))
+    assert not dependent(r, r) and dependent(r, w) and not dependent(w, other)
+    assert dependent(free, r) and dependent(free, other)
+    assert dependent(mode, flags)
+    assert dependent(Footprint(None), r)
+
+
+# ---------------------------------------------------------------------- parallel
+@pytest.mark.parametrize(("name", "cfg"), [
+    ("release-vs-reparent", Config(strategy="dpor")),
+    ("objcg-get-memcg-vs-offline", Config(strategy="bounded", bound=1)),
+    ("reader-vs-offline", Config(strategy="pct", runs=120, seed=7)),
+])
+def test_jobs_2_equals_jobs_1(name: str, cfg: Config) -> None:
+    one = check(name, cfg, jobs=1)
+    two = check(name, cfg, jobs=2)
+    assert (one.schedules, one.blocked, one.end_states, one.complete) == \
+        (two.schedules, two.blocked, two.end_states, two.complete)
+    assert (one.violation is None) == (two.violation is None)
+
+
+def test_jobs_2_stops_at_the_same_violation_as_jobs_1() -> None:
+    cfg = Config(strategy="bounded", bound=1)
+    one = check("release-vs-reparent", cfg, mutant="list-del-outside-lock", jobs=1)
+    two = check("release-vs-reparent", cfg, mutant="list-del-outside-lock", jobs=2)
+    assert one.violation is not None and two.violation is not None
+    assert one.schedules_to_find == two.schedules_to_find
+    assert one.choices == two.choices
+
+
+# ---------------------------------------------------------------------- user scenarios
+def test_user_scenario_file_with_a_deliberate_race_is_caught(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    rc = run_check(str(EXAMPLE), strategy="dpor", trace_dir=str(tmp_path), as_json=True)
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 1
+    assert doc["scenario"] == "lost-update" and doc["strategy"] == "dpor"
+    assert doc["violations"][0]["kind"] == "assertion"
+    assert "lost update" in doc["violations"][0]["message"]
+    assert {"schedules", "seconds", "violations"} <= set(doc)
+
+
+def test_model_raises_with_the_counterexample_from_pytest() -> None:
+    with pytest.raises(CounterexampleFound) as ei:
+        model(_counter_scenario(atomic=False), Config(strategy="dpor"))
+    assert "cpu0" in str(ei.value) and "VIOLATION assertion" in str(ei.value)
+    assert model(_counter_scenario(atomic=True), Config(strategy="dfs")).violation is None
+
+
+# ---------------------------------------------------------------------- command line
+def test_check_exit_codes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert run_check("objcg-get-memcg-vs-offline", strategy="dpor",
+                     trace_dir=str(tmp_path)) == 0
+    assert run_check("nope") == 2
+    assert run_check("all", strategy="sideways") == 2
+    assert run_check("all", mutant="nope") == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(e.startswith("memcgsim check: error:") for e in err)
+
+
+def test_mutant_all_json_reports_each_mutant(capsys: pytest.CaptureFixture[str],
+                                             tmp_path: Path) -> None:
+    rc = run_check("release-vs-reparent", strategy="dpor", mutant="all",
+                   trace_dir=str(tmp_path), as_json=True)
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 1
+    assert set(doc["mutants"]) == set(MUTANTS)
+    row = doc["mutants"]["put-memcg-before-list-del"]
+    assert row["found"] is True and row["strategy"] == "dpor"
+    assert isinstance(row["schedules_to_find"], int)
+    # The RCU-reader mutants need a reader: release-vs-reparent has none.
+    assert doc["mutants"]["kfree-not-kfree-rcu"]["found"] is False
+    assert all(Path(v["trace"]).is_file() for v in doc["violations"])
+
+
+def test_random_and_pct_are_deterministic_per_seed() -> None:
+    for strat in ("random", "pct"):
+        a = check("reader-vs-offline", Config(strategy=strat, runs=60, seed=3))
+        b = check("reader-vs-offline", Config(strategy=strat, runs=60, seed=3))
+        assert (a.schedules, a.end_states) == (b.schedules, b.end_states)
