@@ -124,6 +124,10 @@ class Policy:
         task could run); DPOR keeps its sleep set here."""
 
 
+class FootprintPolicy(Policy):
+    """A policy whose choices read the pending footprints of the runnable tasks."""
+
+
 @dataclass
 class Outcome:
     """What one execution did."""
@@ -159,6 +163,7 @@ class Run:
         "last",
         "new_points",
         "nr_steps",
+        "observe",
         "policy",
         "prefix",
         "rcu_flags",
@@ -173,6 +178,8 @@ class Run:
         self._sigma: tuple[Any, ...] | None = None
         self.prefix = prefix
         self.policy = policy
+        #: the policy wants every step (on_step is overridden)
+        self.observe = type(policy).on_step is not Policy.on_step
         self.choices: list[int] = []
         self.new_points: list[ChoicePoint] = []
         self.record = record
@@ -184,30 +191,15 @@ class Run:
         self.nr_steps = 0
         self.last: int | None = None
 
-    def _rcu_signature(self, k: Kernel) -> tuple[Any, ...]:
+    @staticmethod
+    def _rcu_signature(k: Kernel) -> tuple[Any, ...]:
+        """What rcu_gp's steps read: each CPU's read-side state (rcu_read_lock nesting,
+        preemption or interrupts disabled), the requested and completed grace-period numbers,
+        the callbacks queued, the CPUs the current grace period still waits for."""
         rcu = k.rcu
-        return (tuple(c.in_rcu_reader for c in k.cpus), rcu.need_seq, rcu.gp_seq,
-                sum(rcu.enqueued), len(rcu.gp_waiting))
-
-    def _filter_gp(self, k: Kernel, runnable: list[Task]) -> list[Task]:
-        """Offer the grace-period kthread only where its step does not commute with the
-        previous one.
-
-        rcu_gp's steps read the RCU signature (each CPU's read-side state, the requested and
-        completed grace-period numbers, the callbacks queued, the CPUs a grace period waits
-        for) and write the grace-period state.  A step that leaves the signature unchanged
-        commutes with a grace-period step, so running rcu_gp right after it is equivalent
-        to running it right before it: rcu_gp is offered only when it took the previous
-        step, or that step changed the signature (or rcu_gp just became runnable).  The
-        equivalent schedule has no more preemptions, so bounded search keeps its coverage.
-        """
-        gp = self.gp_tid
-        sig = self._rcu_signature(k)
-        prev = self._sigma
-        self._sigma = sig
-        if prev is None or prev != sig or self.last == gp:
-            return runnable
-        return [t for t in runnable if t.tid != gp]
+        return (tuple([c.rcu_nesting > 0 or c.preempt_count > 0 or c.irqs_disabled
+                       for c in k.cpus]),
+                rcu.need_seq, rcu.gp_seq, sum(rcu.enqueued), len(rcu.gp_waiting))
 
     def finish(self, k: Kernel) -> None:
         """Close the record of the last step (its effect on the RCU signature)."""
@@ -215,20 +207,40 @@ class Run:
             self.rcu_flags[-1] = self._rcu_signature(k) != self._sig_prev
 
     def pick_task(self, k: Kernel, runnable: list[Task]) -> Task:
+        """Choose the next step's task: replay the prefix, else ask the policy.
+
+        The grace-period kthread is offered only where its step does not commute with the
+        previous one.  rcu_gp's steps read the RCU signature (:meth:`_rcu_signature`) and
+        write the grace-period state; a step that leaves the signature unchanged commutes
+        with a grace-period step, so running rcu_gp right after it is equivalent to running
+        it right before it.  rcu_gp is therefore offered only when it took the previous
+        step, that step changed the signature, or it just became runnable; the equivalent
+        schedule has no more preemptions, so bounded search keeps its coverage.
+        """
         choice = -1
-        if self.record:
+        record = self.record
+        if record:
             sig = self._rcu_signature(k)
             if self.steps:
                 self.rcu_flags[-1] = sig != self._sig_prev
             self._sig_prev = sig
-        if len(runnable) > 1 and self.gp_tid >= 0:
-            if any(t.tid == self.gp_tid for t in runnable):
-                runnable = self._filter_gp(k, runnable)
+        n = len(runnable)
+        if n > 1:
+            gp = self.gp_tid
+            for x in runnable:
+                if x.tid == gp:
+                    sig = self._rcu_signature(k)
+                    prev = self._sigma
+                    self._sigma = sig
+                    if prev is not None and prev == sig and self.last != gp:
+                        runnable = [y for y in runnable if y is not x]
+                        n -= 1
+                    break
             else:
                 self._sigma = None
-        elif self.gp_tid >= 0:
+        else:
             self._sigma = None
-        if len(runnable) == 1:
+        if n == 1:
             t = runnable[0]
         else:
             i = len(self.choices)
@@ -242,8 +254,8 @@ class Run:
                         f"choice {i}: task {tid} is not runnable "
                         f"(runnable: {[x.tid for x in runnable]})")
             else:
-                cp = ChoicePoint(TASK, tuple(x.tid for x in runnable),
-                                 tuple(_known(x.pending) for x in runnable), self.last,
+                cp = ChoicePoint(TASK, tuple([x.tid for x in runnable]),
+                                 tuple([_known(x.pending) for x in runnable]), self.last,
                                  self.nr_steps)
                 self.new_points.append(cp)
                 tid = self.policy.choose(self, cp)
@@ -254,15 +266,19 @@ class Run:
                     raise AssertionError(f"policy chose task {tid}, not runnable")
             choice = len(self.choices)
             self.choices.append(t.tid)
-        if self.nr_steps >= MAX_STEPS:
+        nr = self.nr_steps
+        if nr >= MAX_STEPS:
             raise Livelock()
-        acc = _known(t.pending)
-        if self.record:
-            self.steps.append((t.tid, acc))
-            self.rcu_flags.append(False)
-        self.policy.on_step(self, t.tid, acc, choice)
+        if record or self.observe:
+            acc = t.pending
+            if acc is not None and acc.kind is AccessKind.NONE:
+                acc = None
+            if record:
+                self.steps.append((t.tid, acc))
+                self.rcu_flags.append(False)
+            self.policy.on_step(self, t.tid, acc, choice)
         self.last = t.tid
-        self.nr_steps += 1
+        self.nr_steps = nr + 1
         return t
 
     def fused(self, t: Task, acc: Access) -> None:
@@ -319,6 +335,7 @@ def execute(scenario: Scenario, prefix: Sequence[int] = (), policy: Policy | Non
     k.observe_steps = True
     k.fuse_resume = True
     k.on_fused = run.fused
+    k.footprints = record or locations or isinstance(policy, FootprintPolicy)
     k.record_steps = locations
     for spec in scenario.tasks:
         k.spawn(spec.fn, w, name=spec.name, cpu=spec.cpu)

@@ -24,6 +24,7 @@ from memcgsim.explore.footprint import Footprint, dependent
 from memcgsim.explore.runtime import (
     DECIDE,
     ChoicePoint,
+    FootprintPolicy,
     Outcome,
     Policy,
     Run,
@@ -192,7 +193,7 @@ def _account(res: UnitResult, out: Outcome, cfg: Config) -> bool:
 
 
 # ---------------------------------------------------------------------- DPOR
-class _DporPolicy(Policy):
+class _DporPolicy(FootprintPolicy):
     """Sleep sets along the run; new choice points prefer the task that ran last.
 
     A step's footprint is known only once it ran (a resumed task's first access), so the

@@ -44,6 +44,9 @@ __all__ = [
 
 T = TypeVar("T")
 
+#: the footprint of every point when footprints are off (Kernel.footprints)
+_ANONYMOUS = Access("?", "?", AccessKind.WRITE, "")
+
 #: frames in these files are the runtime, not model code, and are left out of locations
 _RUNTIME_FILES = frozenset({__file__})
 
@@ -182,6 +185,9 @@ class Kernel:
         #: called with (task, access) when a resumed task performs its first access
         self.on_fused: Callable[[Task, Access], None] | None = None
         self._resumed: Task | None = None
+        #: build each point's footprint (Access); the explorer turns this off when its
+        #: strategy does not read footprints, saving the string formatting per point
+        self.footprints = True
         self.chooser: Chooser = SequentialChooser()
         self.violations: list[Violation] = []
         self.panicked: Violation | None = None
@@ -312,7 +318,9 @@ class Kernel:
         self.steps += 1
         if t is None:
             return
-        if obj is None:
+        if not self.footprints:
+            acc = _ANONYMOUS
+        elif obj is None:
             acc = Access("", field, kind, "")
         else:
             owner = obj._kowner
