@@ -336,6 +336,7 @@ def execute(scenario: Scenario, prefix: Sequence[int] = (), policy: Policy | Non
     k.fuse_resume = True
     k.on_fused = run.fused
     k.footprints = record or locations or isinstance(policy, FootprintPolicy)
+    k.inline_schedule = True
     k.record_steps = locations
     for spec in scenario.tasks:
         k.spawn(spec.fn, w, name=spec.name, cpu=spec.cpu)

@@ -188,6 +188,11 @@ class Kernel:
         #: build each point's footprint (Access); the explorer turns this off when its
         #: strategy does not read footprints, saving the string formatting per point
         self.footprints = True
+        #: choose the next step at the point itself, and let the running task go on without
+        #: two coroutine switches when it is chosen again (the explorer's runs, which have
+        #: neither ``until`` nor ``max_steps``)
+        self.inline_schedule = False
+        self._chosen: Task | None = None
         self.chooser: Chooser = SequentialChooser()
         self.violations: list[Violation] = []
         self.panicked: Violation | None = None
@@ -336,6 +341,15 @@ class Kernel:
                 self.on_fused(t, acc)
             return
         t.pending = acc
+        if self.inline_schedule:
+            cands = self.runnable_tasks()
+            nxt = self.chooser.pick_task(self, cands)
+            if nxt is t:
+                # What _switch_to() would do for the task that is already running.
+                if self.record_steps:
+                    self.schedule_log.append((t.tid, acc))
+                return
+            self._chosen = nxt
         assert self._sched_glet is not None
         self._sched_glet.switch()
 
@@ -563,6 +577,12 @@ class Kernel:
         limit = None if max_steps is None else self.steps + max_steps
         chooser = self.chooser
         while True:
+            nxt = self._chosen
+            if nxt is not None:
+                # Chosen at a scheduling point (inline_schedule).
+                self._chosen = None
+                self._switch_to(nxt)
+                continue
             if until is not None and until():
                 return False
             if limit is not None and self.steps >= limit:
