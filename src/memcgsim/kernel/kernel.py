@@ -44,6 +44,9 @@ __all__ = [
 
 T = TypeVar("T")
 
+_RUNNABLE = TaskState.RUNNABLE
+_WAITING = TaskState.WAITING
+
 #: the footprint of every point when footprints are off (Kernel.footprints)
 _ANONYMOUS = Access("?", "?", AccessKind.WRITE, "")
 
@@ -609,12 +612,13 @@ class Kernel:
         out = []
         cpus = self.cpus
         for t in self._active:
-            if t.cpu is not None:
-                c = cpus[t.cpu].curr
+            cpu = t.cpu
+            if cpu is not None:
+                c = cpus[cpu].curr
                 if c is not None and c is not t:
                     continue
             st = t.state
-            if st is TaskState.RUNNABLE or (st is TaskState.WAITING and t.wait_cond()):  # type: ignore[misc]
+            if st is _RUNNABLE or (st is _WAITING and t.wait_cond()):  # type: ignore[misc]
                 out.append(t)
         return out
 
