@@ -151,12 +151,13 @@ class _TreePolicy(Policy):
         return first
 
 
-def _run_tree(sc: Scenario, cfg: Config, mutant: str | None, root: Node, res: UnitResult,
-              bound: int | None) -> None:
+def _run_tree(sc: Scenario, cfg: Config, mutant: str | None, fixed: tuple[int, ...],
+              preempt: int, res: UnitResult, bound: int | None) -> None:
+    """DFS below the fixed prefix ``fixed`` (which made ``preempt`` preemptions)."""
     stack: list[Node] = []
     while True:
-        prefix = [root.chosen] + [n.chosen for n in stack]
-        pol = _TreePolicy(bound, stack[-1].preempt if stack else root.preempt)
+        prefix = [*fixed, *(n.chosen for n in stack)]
+        pol = _TreePolicy(bound, stack[-1].preempt if stack else preempt)
         out = execute(sc, prefix, pol, mutant=mutant, cache=res.cache)
         stack.extend(pol.nodes)
         if _account(res, out, cfg):
@@ -167,7 +168,7 @@ def _run_tree(sc: Scenario, cfg: Config, mutant: str | None, root: Node, res: Un
             return
         n = stack[-1]
         nxt = n.todo.pop(0)
-        before = stack[-2].preempt if len(stack) > 1 else root.preempt
+        before = stack[-2].preempt if len(stack) > 1 else preempt
         n.chosen = nxt
         n.preempt = _preempt_after(n.cp, nxt, before)
 
@@ -429,7 +430,7 @@ class Unit:
     """A piece of the exploration, explorable in any process."""
 
     index: int
-    #: tree strategies: the first choice point's option; random/PCT: the first run
+    #: DPOR: the first choice point's option; random/PCT: the first run
     first: int
     #: random/PCT: one past the last run
     last: int = 0
@@ -437,6 +438,10 @@ class Unit:
     before: tuple[int, ...] = ()
     #: PCT: the step count estimate k
     nr_steps: int = 0
+    #: DFS and bounded: the fixed prefix of choices below which this unit explores
+    prefix: tuple[int, ...] = ()
+    #: DFS and bounded: the preemptions that prefix made
+    preempt: int = 0
 
 
 def plan_units(sc: Scenario, cfg: Config, mutant: str | None) -> list[Unit]:
@@ -449,6 +454,8 @@ def plan_units(sc: Scenario, cfg: Config, mutant: str | None) -> list[Unit]:
             nr_steps = execute(sc, (), Policy(), mutant=mutant, fingerprint=False).nr_steps
         return [Unit(i, a, min(a + RUNS_PER_UNIT, cfg.runs), nr_steps=nr_steps)
                 for i, a in enumerate(range(0, cfg.runs, RUNS_PER_UNIT))]
+    if cfg.strategy in ("dfs", "bounded"):
+        return _plan_tree(sc, cfg, mutant)
     out = execute(sc, (), Policy(), mutant=mutant, fingerprint=False, record=True)
     if not out.new_points:
         return [Unit(0, -1)]
@@ -462,12 +469,48 @@ def plan_units(sc: Scenario, cfg: Config, mutant: str | None) -> list[Unit]:
     return [Unit(i, o, before=tuple(opts[:i])) for i, o in enumerate(opts)]
 
 
+#: DFS and bounded: split the tree into about this many units
+SPLIT_UNITS = 200
+#: ... expanding no prefix longer than this many choices
+SPLIT_DEPTH = 64
+
+
+def _plan_tree(sc: Scenario, cfg: Config, mutant: str | None) -> list[Unit]:
+    """Units of DFS / bounded DFS: subtrees below prefixes of choices, in DFS order.
+
+    The subtree with the most preemptions left is the largest, so the prefix with the fewest
+    preemptions (then the shortest) is expanded next, in place, until there are SPLIT_UNITS
+    units.  The split depends only on the scenario and the configuration.
+    """
+    bound = cfg.bound if cfg.strategy == "bounded" else None
+    # (prefix, preemptions, no further choice point)
+    units: list[tuple[tuple[int, ...], int, bool]] = [((), 0, False)]
+    while len(units) < SPLIT_UNITS:
+        open_ = [i for i, (p, _, leaf) in enumerate(units) if not leaf and len(p) < SPLIT_DEPTH]
+        if not open_:
+            break
+        i = min(open_, key=lambda j: (units[j][1], len(units[j][0]), j))
+        prefix, pre, _ = units[i]
+        pol = _TreePolicy(bound, pre)
+        execute(sc, prefix, pol, mutant=mutant, fingerprint=False)
+        if not pol.nodes:
+            units[i] = (prefix, pre, True)
+            continue
+        n = pol.nodes[0]
+        units[i:i + 1] = [((*prefix, o), _preempt_after(n.cp, o, pre), False)
+                          for o in [n.chosen, *n.todo]]
+    return [Unit(i, 0, prefix=p, preempt=pre) for i, (p, pre, _) in enumerate(units)]
+
+
 def explore_unit(sc: Scenario, cfg: Config, mutant: str | None, unit: Unit) -> UnitResult:
     """Explore one unit; the result counts only this unit's schedules."""
     t0 = time.perf_counter()
     res = UnitResult()
     if cfg.strategy in ("random", "pct"):
         _run_random(sc, cfg, mutant, unit.first, unit.last, res, unit.nr_steps)
+    elif cfg.strategy in ("dfs", "bounded"):
+        bound = cfg.bound if cfg.strategy == "bounded" else None
+        _run_tree(sc, cfg, mutant, unit.prefix, unit.preempt, res, bound)
     elif unit.first < 0:
         # No choice point at all: one schedule.
         _account(res, execute(sc, (), Policy(), mutant=mutant), cfg)
@@ -476,12 +519,8 @@ def explore_unit(sc: Scenario, cfg: Config, mutant: str | None, unit: Unit) -> U
         first = execute(sc, (), Policy(), mutant=mutant, fingerprint=False, record=True)
         cp = first.new_points[0]
         root = Node(cp, unit.first, _preempt_after(cp, unit.first, 0))
-        if cfg.strategy == "dpor":
-            root.done = [*unit.before, unit.first]
-            wild = {tid for tid, (name, _) in first.tasks.items() if name == "rcu_gp"}
-            _run_dpor(sc, cfg, mutant, root, res, wild)
-        else:
-            bound = cfg.bound if cfg.strategy == "bounded" else None
-            _run_tree(sc, cfg, mutant, root, res, bound)
+        root.done = [*unit.before, unit.first]
+        wild = {tid for tid, (name, _) in first.tasks.items() if name == "rcu_gp"}
+        _run_dpor(sc, cfg, mutant, root, res, wild)
     res.seconds = time.perf_counter() - t0
     return res
