@@ -241,6 +241,30 @@ def test_user_scenario_file_with_a_deliberate_race_is_caught(
     assert {"schedules", "seconds", "violations"} <= set(doc)
 
 
+def test_trace_of_a_scenario_file_replays_from_the_file(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert run_check(str(EXAMPLE), trace_dir=str(tmp_path), as_json=True) == 1
+    trace = json.loads(capsys.readouterr().out)["violations"][0]["trace"]
+    assert load_trace(trace).source == str(EXAMPLE)
+    assert run_replay(trace, as_json=True) == 1
+    assert json.loads(capsys.readouterr().out)["same_as_recorded"] is True
+
+
+def test_bad_scenario_files_are_one_line_and_exit_2(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    empty = tmp_path / "empty.py"
+    empty.write_text("X = 1\n")
+    broken = tmp_path / "broken.py"
+    broken.write_text("import nonexistent_module_xyz\n")
+    assert run_check(str(empty)) == 2
+    assert run_check(str(broken)) == 2
+    assert run_check(str(tmp_path / "missing.py")) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3
+    assert "defines no Scenario" in err[0] and "ModuleNotFoundError" in err[1]
+    assert "does not exist" in err[2]
+
+
 def test_model_raises_with_the_counterexample_from_pytest() -> None:
     with pytest.raises(CounterexampleFound) as ei:
         model(_counter_scenario(atomic=False), Config(strategy="dpor"))

@@ -54,13 +54,12 @@ _reg("mm/memcontrol.c", "memcg_ptr_release", "memcg_init_kmem_memcg_ptr",
      "__mod_memcg_state", "memcg_reparent_objcgs", "obj_cgroup_release",
      "get_mem_cgroup_from_objcg", "get_mem_cgroup_from_ptr", "mem_cgroup_css_offline",
      "_check_high", "consume_stock", "refill_stock", "drain_stock",
-     memcg_offline="css_killed_work_fn->mem_cgroup_css_offline",
-     _reparent="memcg_reparent_kmem_memcg_ptr", _release="memcg_ptr_release",
-     memcg_free_last_object="memcg_slab_free_hook")
+     _reparent="memcg_reparent_kmem_memcg_ptr", _release="memcg_ptr_release")
 _reg("include/linux/memcontrol.h", "mem_cgroup_get_kmem_ptr", "mem_cgroup_ptr_tryget",
      "mem_cgroup_ptr_get", "mem_cgroup_ptr_put", "mem_cgroup_put", "parent_mem_cgroup",
      rcu_dereference_protected_ptr="rcu_dereference_protected")
-_reg("mm/slab.h", "memcg_slab_post_alloc_hook", "memcg_slab_free_hook", "slab_pre_alloc_hook")
+_reg("mm/slab.h", "memcg_slab_post_alloc_hook", "memcg_slab_free_hook", "slab_pre_alloc_hook",
+     memcg_free_last_object="memcg_slab_free_hook")
 _reg("mm/page_counter.c", "page_counter_try_charge", "page_counter_charge",
      "page_counter_uncharge", "page_counter_cancel")
 _reg("include/linux/cgroup.h", "css_get", "css_get_many", "css_put", "css_put_many",
@@ -87,6 +86,7 @@ _reg("kernel/locking/spinlock.c", "spin_lock", "spin_unlock", "spin_lock_irq",
      "spin_unlock_irq", "spin_lock_irqsave", "spin_unlock_irqrestore",
      _acquire="do_raw_spin_lock", _release="do_raw_spin_unlock")
 _reg("kernel/cgroup/cgroup.c", "css_release", "css_killed_work_fn", "css_free_rwork_fn",
+     memcg_offline="css_killed_work_fn",
      world_css_release="css_release", _world_css_free_rcu="css_free_rwork_fn")
 # memcg_ptr_release's own helper is named like the spinlock one: the seed's wins.
 KERNEL_FUNCTIONS["_release"] = ("mm/memcontrol.c", "memcg_ptr_release")
