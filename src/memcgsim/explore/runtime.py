@@ -81,7 +81,8 @@ class ChoicePoint:
     kind: int
     #: task ids (TASK) or outcomes 0/1 (DECIDE), in order
     options: tuple[int, ...]
-    #: each option's pending footprint (TASK; None: a woken waiter, footprint unknown)
+    #: each option's pending footprint (TASK; None: a woken waiter, footprint unknown);
+    #: empty when the run builds no footprints (Kernel.footprints)
     accesses: tuple[Access | None, ...]
     #: the task that took the step before this point (None at the start)
     last: int | None
@@ -254,8 +255,8 @@ class Run:
                         f"choice {i}: task {tid} is not runnable "
                         f"(runnable: {[x.tid for x in runnable]})")
             else:
-                cp = ChoicePoint(TASK, tuple([x.tid for x in runnable]),
-                                 tuple([_known(x.pending) for x in runnable]), self.last,
+                accs = tuple([_known(x.pending) for x in runnable]) if k.footprints else ()
+                cp = ChoicePoint(TASK, tuple([x.tid for x in runnable]), accs, self.last,
                                  self.nr_steps)
                 self.new_points.append(cp)
                 tid = self.policy.choose(self, cp)
