@@ -33,6 +33,42 @@ def demo(
 
 
 @app.command()
+def shell(
+    file: Annotated[str | None, typer.Argument(
+        help="script to run ('-' or none: standard input; interactive on a terminal)")] = None,
+    design: Annotated[str, typer.Option(help="kernel-memory accounting design")] = "memcg-ptr",
+    cpus: Annotated[int, typer.Option(min=1, max=64, help="simulated CPUs")] = 2,
+    seed: Annotated[int, typer.Option(min=0, help="seed of the run")] = 0,
+    strict: Annotated[bool, typer.Option(help="stop at the first failing command")] = False,
+) -> None:
+    """Run shell commands (mkdir, rmdir, cat, echo > FILE, spawn, alloc...) on the model's
+    /sys/fs/cgroup; exit 1 if a command failed."""
+    from memcgsim.designs import DESIGNS
+    from memcgsim.kernel.kernel import Kernel
+    from memcgsim.shell.interp import Shell
+    from memcgsim.shell.repl import interact
+    from memcgsim.userspace import Userspace
+
+    if design not in DESIGNS:
+        raise typer.BadParameter(f"unknown design {design!r} (known: {', '.join(sorted(DESIGNS))})",
+                                 param_hint="'--design'")
+    if file is not None and file != "-":
+        try:
+            with open(file, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise typer.BadParameter(f"{file}: {reason}", param_hint="'FILE'") from None
+    else:
+        lines = None
+    sh = Shell(Userspace(Kernel(nr_cpus=cpus, seed=seed, design=design)), sys.stdout, sys.stderr,
+               strict=strict)
+    if lines is None and sys.stdin.isatty():
+        raise typer.Exit(interact(sh))
+    raise typer.Exit(sh.run_lines(lines if lines is not None else sys.stdin))
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     typer.echo(f"memcgsim {__version__}")

@@ -16,7 +16,7 @@ def test_default_design_is_the_seed() -> None:
 
 
 def test_unknown_design_is_rejected_with_the_known_names() -> None:
-    with pytest.raises(ValueError, match="unknown design 'nope'.*memcg-ptr"):
+    with pytest.raises(ValueError, match=r"unknown design 'nope'.*memcg-ptr"):
         make_design("nope")
 
 

@@ -214,11 +214,16 @@ class MemCgroup(CgroupSubsysState):
         self.memcg_id = MemCgroupId(self)
         self.memory = PageCounter(self, "memory")
         self.high = PAGE_COUNTER_MAX
+        #: memory.oom.group (5.0+): the OOM killer takes the whole cgroup
+        self.oom_group = False
         self.use_hierarchy = True
         self.vmstats = [0] * MEMCG_NR_STAT
         self.vmstats_local: MemcgVmstatsPercpu | None = None
         self.vmstats_percpu: MemcgVmstatsPercpu | None = None
+        #: memory.events: this memcg's and its descendants' events (hierarchical)
         self.memory_events = [0] * len(MemcgEvent)
+        #: memory.events.local: this memcg's own events (5.2+)
+        self.memory_events_local = [0] * len(MemcgEvent)
         self.kmemcg_id = -1
         self.kmem_state = KmemState.KMEM_NONE
         self.kmem_caches = ListHead(self, "kmem_caches")
@@ -709,9 +714,11 @@ class MemoryCgrpSubsys(CgroupSubsys):
     """memory_cgrp_subsys."""
 
     name = "memory"
+    #: the set memcgsim.cgroupfs serves (memory_files[] of 6.1 without numa_stat and swap)
     files = (
-        "memory.current", "memory.min", "memory.low", "memory.high", "memory.max",
-        "memory.events", "memory.events.local", "memory.stat", "memory.oom.group",
+        "memory.current", "memory.peak", "memory.min", "memory.low", "memory.high",
+        "memory.max", "memory.events", "memory.events.local", "memory.stat",
+        "memory.oom.group", "memory.reclaim",
     )
 
     def css_alloc(self, k: Kernel, parent_css: CgroupSubsysState | None
@@ -803,7 +810,11 @@ def memcg_flush_percpu_vmstats(k: Kernel, memcg: MemCgroup, slab_only: bool) -> 
 
 
 def memcg_memory_event(k: Kernel, memcg: MemCgroup, event: MemcgEvent) -> None:
-    """memcg_memory_event(): count in memory.events of memcg and (v2) its ancestors."""
+    """memcg_memory_event(): count in memory.events.local of memcg, and in memory.events of
+    memcg and (v2) its ancestors below the root."""
+    if not mem_cgroup_is_root(k, memcg):
+        k.access(memcg, f"memory_events_local[{event.name}]", AccessKind.RMW)
+        memcg.memory_events_local[event] += 1
     m: MemCgroup | None = memcg
     while m is not None and not mem_cgroup_is_root(k, m):
         k.access(m, f"memory_events[{event.name}]", AccessKind.RMW)
