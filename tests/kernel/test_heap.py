@@ -133,3 +133,10 @@ def test_allocation_fails_when_failslab_says_so(bare: Kernel) -> None:
         return [kzalloc(k, Node) is not None for _ in range(3)]
 
     assert bare.call(grab) == [True, False, True]
+
+
+def test_unknown_kernel_option_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown Kernel option 'nr_cpu'"):
+        Kernel(nr_cpu=4)
+    with pytest.raises(ValueError, match="nr_cpus must be at least 1"):
+        Kernel(nr_cpus=0)

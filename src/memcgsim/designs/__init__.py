@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from memcgsim.designs.base import KmemDesign
 from memcgsim.designs.memcg_ptr import MemcgPtrDesign
+from memcgsim.designs.objcg import ObjcgDesign
 
-__all__ = ["DESIGNS", "KmemDesign", "MemcgPtrDesign", "make_design"]
+__all__ = ["DESIGNS", "KmemDesign", "MemcgPtrDesign", "ObjcgDesign", "make_design"]
 
 #: name -> design class; later designs register here
 DESIGNS: dict[str, type[KmemDesign]] = {
     MemcgPtrDesign.name: MemcgPtrDesign,
+    ObjcgDesign.name: ObjcgDesign,
 }
 
 

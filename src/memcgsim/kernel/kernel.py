@@ -146,6 +146,10 @@ class Kernel:
         if seed is not None:
             overrides["seed"] = seed
         if overrides:
+            unknown = sorted(set(overrides) - set(KernelConfig.__dataclass_fields__))
+            if unknown:
+                known = ", ".join(sorted(KernelConfig.__dataclass_fields__))
+                raise ValueError(f"unknown Kernel option {unknown[0]!r} (known: {known})")
             cfg = replace(cfg, **overrides)
         if cfg.nr_cpus < 1:
             raise ValueError(f"nr_cpus must be at least 1, not {cfg.nr_cpus}")
@@ -446,6 +450,16 @@ class Kernel:
                 t.result = fn(self, *args)
             except BaseException as e:
                 t.exc = e
+            if not t.persistent or t.exc is not None:
+                # do_exit() runs in the task itself, so it can wait for locks like any code.
+                hook = getattr(self, "_exit_hook", None)
+                if (hook is not None and not t.exited and not t.held_locks
+                        and not isinstance(t.exc, KernelViolation)):
+                    t.exited = True
+                    try:
+                        hook(t)
+                    except BaseException as e:
+                        t.exc = t.exc or e
             self._task_finished(t)
 
         t.glet = greenlet(body, parent=self._sched_glet or greenlet.getcurrent())
@@ -477,16 +491,6 @@ class Kernel:
             t.state = TaskState.IDLE
         else:
             t.state = TaskState.DONE
-            hook = getattr(self, "_exit_hook", None)
-            if hook is not None and not t.exited:
-                t.exited = True
-                # do_exit() runs in the task itself; it holds no locks here.
-                self.current = t
-                try:
-                    hook(t)
-                except BaseException as e:
-                    t.exc = t.exc or e
-                self.current = None
 
     def _make_violation_exc(self, kind: ViolationKind, msg: str) -> BaseException:
         try:

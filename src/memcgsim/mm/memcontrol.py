@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from memcgsim.cgroup.cgroup import (
     CSS_DYING,
@@ -235,6 +235,10 @@ class MemCgroup(CgroupSubsysState):
         self.nr_stocked_bytes = 0
         #: model bookkeeping: nr_stocked_bytes of freed descendants, still charged here
         self._kstranded_bytes = 0
+        #: 5.9+ (objcg design): struct obj_cgroup __rcu *objcg
+        self.objcg: Any = None
+        #: 5.9+ (objcg design): struct list_head objcg_list, reparented objcgs (css_set_lock)
+        self.objcg_list = ListHead(self, "objcg_list")
 
 
 def mem_cgroup_from_css(css: CgroupSubsysState | None) -> MemCgroup | None:
@@ -467,6 +471,13 @@ class MemcgGlobals:
         self.extra_css_refs: list[Callable[[Kernel, MemCgroup], int]] = []
         #: other charged bytes, for check_memcg_conservation (page-charged objects...)
         self.extra_charged_bytes: list[Callable[[Kernel, MemCgroup], int]] = []
+        #: the same two, computed for every memcg at once: {id(memcg): n} (slab designs)
+        self.extra_css_refs_map: list[Callable[[Kernel], dict[int, int]]] = []
+        self.extra_charged_bytes_map: list[Callable[[Kernel], dict[int, int]]] = []
+        #: references on mem_cgroup_ptrs held outside heap objects: {id(ptr): n} (slab pages)
+        self.extra_ptr_refs_map: list[Callable[[Kernel], dict[int, int]]] = []
+        #: 5.10's per-cpu object stocks (memcgsim.mm.objcg), when the design uses them
+        self.obj_stocks: list[Any] = []
 
 
 def memcg_alloc_cache_id(k: Kernel) -> int:
@@ -1156,6 +1167,14 @@ def memcg_expected_css_refs(k: Kernel, memcg: MemCgroup) -> int:
     return n
 
 
+def _extra_maps(k: Kernel, maps: list[Callable[[Kernel], dict[int, int]]]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for fn in maps:
+        for key, n in fn(k).items():
+            out[key] = out.get(key, 0) + n
+    return out
+
+
 def _css_sets(k: Kernel) -> list[CssSet]:
     return list(k.cgroup.css_set_table.values())
 
@@ -1169,16 +1188,17 @@ def all_memcgs(k: Kernel) -> list[MemCgroup]:
 def check_memcg_refs(k: Kernel) -> None:
     """At quiescence: each memcg's css count equals the references held on it, and every
     live ptr's count equals the references objects hold on it."""
+    extra = _extra_maps(k, k.memcg.extra_css_refs_map)
     for memcg in all_memcgs(k):
         actual = css_refcount(memcg)
         if actual is None:
             continue
-        expected = memcg_expected_css_refs(k, memcg)
+        expected = memcg_expected_css_refs(k, memcg) + extra.get(id(memcg), 0)
         if actual != expected:
             k.report(ViolationKind.ACCOUNTING,
                      f"css refcount of {_memcg_path(memcg)} is {actual}, but {expected} "
                      "references are held on it", obj=memcg, field="refcnt")
-    held: dict[int, int] = {}
+    held = _extra_maps(k, k.memcg.extra_ptr_refs_map)
     for obj in k.heap.live.values():
         p = getattr(obj, "memcg_ptr", None)
         if p is not None:
@@ -1199,7 +1219,7 @@ def check_memcg_conservation(k: Kernel) -> None:
     accounted objects whose ptr points into its subtree, plus the bytes stocked there (per-cpu
     stocks, nr_stocked_bytes, and the stranded leftovers of freed descendants)."""
     page = k.page_size
-    charged: dict[int, int] = {}
+    charged = _extra_maps(k, k.memcg.extra_charged_bytes_map)
     for obj in k.heap.live.values():
         p = getattr(obj, "memcg_ptr", None)
         if p is not None and p.memcg is not None:

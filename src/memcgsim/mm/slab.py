@@ -59,6 +59,8 @@ class KmallocObject(KObject):
         self.size = size
         #: the ownership entry: page->mem_cgroup_vec[obj_to_index()] in the RFC
         self.memcg_ptr: Any = None
+        #: the same under the objcg design: page_obj_cgroups(page)[obj_to_index()] (5.9+)
+        self.objcg: Any = None
 
     def alloc_size(self) -> int:
         return self.size
