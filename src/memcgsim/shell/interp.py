@@ -51,10 +51,12 @@ from memcgsim.userspace import DROP_CACHES, Unsupported, Userspace
 if TYPE_CHECKING:
     from memcgsim.kernel.task import Task
 
-__all__ = ["COMMANDS", "EXIT_PANIC", "Shell", "ShellExit"]
+__all__ = ["COMMANDS", "EXIT_INTERNAL", "EXIT_PANIC", "Shell", "ShellExit"]
 
 #: exit status after a kernel panic (a checker fired), as a crashed machine gives no status
 EXIT_PANIC = 3
+#: exit status after an error in the model itself (EX_SOFTWARE)
+EXIT_INTERNAL = 70
 
 
 class ShellExit(Exception):
@@ -161,6 +163,18 @@ class Shell:
             self.err.write(f"memcgsim: kernel panic: {e.violation}\n")
             self.err.flush()
             raise ShellExit(EXIT_PANIC) from None
+        except ShellExit:
+            raise
+        except Exception as e:
+            # A bug in the model: one line naming it and where, never a traceback.
+            tb = e.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            where = (f" at {tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
+                     if tb is not None else "")
+            self.err.write(f"memcgsim: internal error: {type(e).__name__}: {e}{where}\n")
+            self.err.flush()
+            raise ShellExit(EXIT_INTERNAL) from None
         return True
 
     def _fail(self, msg: str) -> bool:
@@ -348,13 +362,18 @@ class Shell:
         if len(args) not in (1, 2):
             raise self._usage("spawn")
         name = args[0]
-        path = args[1] if len(args) == 2 else None
         try:
-            t = self.us.spawn(name, path)
-        except KernelError as e:
-            raise self._die(f"sh: write error: {e.strerror}") from None
+            t = self.us.spawn(name)
         except ValueError as e:
             raise self._die(f"spawn: {e}") from None
+        if len(args) == 2:
+            # sleep 1d & echo $! > PATH/cgroup.procs: on failure the process goes again.
+            path = args[1]
+            procs = path + "cgroup.procs" if path.endswith("/") else path + "/cgroup.procs"
+            if not self._redirect_write(procs, f"{t.pid}\n"):
+                self.us.exit(t)
+                del self.us.processes[name]
+                raise _Failed()
         self.last_pid = str(t.pid)
         if name.isidentifier() and name.isascii():
             self.vars[name] = str(t.pid)

@@ -1,0 +1,32 @@
+"""The seed scenario as a shell script, under every registered design."""
+
+from __future__ import annotations
+
+import pytest
+
+from memcgsim.designs import DESIGNS
+from tests.shell.conftest import EXAMPLES, run_script
+
+#: nr_dying_descendants of /a after settle, per design, and why
+EXPECTED_DYING_AFTER_SETTLE: dict[str, tuple[int, str]] = {
+    "memcg-ptr": (0, "offline repoints b's mem_cgroup_ptr to a; nothing pins b"),
+    "objcg": (0, "offline repoints b's obj_cgroup to a; nothing pins b"),
+    "page-pinning": (1, "each slab page holds a css reference on b while its objects live"),
+    "cache-reparent": (0, "the dying cache copies move to a; b's css is released"),
+    "walk": (0, "offline repoints every object to a"),
+}
+
+
+@pytest.mark.parametrize("design", sorted(DESIGNS))
+def test_seed_script_leaves_b_dying_or_freed_as_the_design_does(design: str) -> None:
+    assert design in EXPECTED_DYING_AFTER_SETTLE, f"no expectation recorded for {design}"
+    dying, why = EXPECTED_DYING_AFTER_SETTLE[design]
+    run = run_script((EXAMPLES / "seed-scenario.sh").read_text(), design=design)
+    assert run.status == 0, run.err
+    assert run.err == ""
+    lines = run.out.splitlines()
+    # Right after rmdir: killed, not yet offline.
+    assert lines[0:2] == ["nr_descendants 0", "nr_dying_descendants 1"]
+    assert lines[2:4] == ["nr_descendants 0", f"nr_dying_descendants {dying}"], why
+    # b's 1000 objects of 64 bytes are still charged to a, whatever happened to b.
+    assert int(lines[4]) >= 1000 * 64
