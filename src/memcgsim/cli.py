@@ -69,6 +69,32 @@ def shell(
 
 
 @app.command()
+def kselftest(
+    tests: Annotated[list[str] | None, typer.Argument(
+        help="tests to run (default: all of test_kmem)")] = None,
+    design: Annotated[str, typer.Option(help="kernel-memory accounting design")] = "memcg-ptr",
+    cpus: Annotated[int, typer.Option(min=1, max=64, help="simulated CPUs")] = 2,
+    seed: Annotated[int, typer.Option(min=0, help="seed of the run")] = 0,
+) -> None:
+    """Run the kernel's cgroup kmem selftests (test_kmem.c, ported) on the model; TAP
+    output, exit 1 if a test failed."""
+    from memcgsim.designs import DESIGNS
+    from memcgsim.kernel.kernel import Kernel
+    from memcgsim.selftests.cgroup.test_kmem import TESTS, main
+    from memcgsim.userspace import Userspace
+
+    if design not in DESIGNS:
+        raise typer.BadParameter(f"unknown design {design!r} (known: {', '.join(sorted(DESIGNS))})",
+                                 param_hint="'--design'")
+    for name in tests or []:
+        if name not in TESTS:
+            raise typer.BadParameter(f"unknown test {name!r} (known: {', '.join(TESTS)})",
+                                     param_hint="'TESTS'")
+    raise typer.Exit(main(lambda: Userspace(Kernel(nr_cpus=cpus, seed=seed, design=design)),
+                          tests or None, lambda line: print(line, flush=True)))
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     typer.echo(f"memcgsim {__version__}")

@@ -11,28 +11,32 @@ time is let pass (:meth:`Kernel.advance_clock`, :meth:`Kernel.settle`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from memcgsim.kernel.task import TaskState
 
 if TYPE_CHECKING:
     from memcgsim.kernel.kernel import Chooser, Kernel
     from memcgsim.kernel.task import Task
 
-__all__ = ["ForegroundChooser", "do_syscall"]
+__all__ = ["ForegroundChooser", "do_syscall", "do_syscalls_parallel"]
 
 T = TypeVar("T")
 
 
 class ForegroundChooser:
-    """A chooser that picks ``task`` when it is runnable and defers to ``inner`` otherwise."""
+    """A chooser that picks one of ``tasks`` (the first runnable, in their order) when it
+    can, and defers to ``inner`` otherwise."""
 
-    def __init__(self, inner: Chooser, task: Task) -> None:
+    def __init__(self, inner: Chooser, tasks: Sequence[Task]) -> None:
         self.inner = inner
-        self.task = task
+        self.tasks = list(tasks)
 
     def pick_task(self, k: Kernel, runnable: list[Task]) -> Task:
-        if self.task in runnable:
-            return self.task
+        for t in self.tasks:
+            if t in runnable:
+                return t
         return self.inner.pick_task(k, runnable)
 
     def decide(self, k: Kernel, what: str, probability: float) -> bool:
@@ -43,8 +47,27 @@ def do_syscall(k: Kernel, task: Task, fn: Callable[..., T], *args: Any) -> T:
     """Run ``fn(k, *args)`` as ``task``'s system call, in the foreground; its result, or
     whatever it raised (KernelError for a failed call)."""
     saved = k.chooser
-    k.chooser = ForegroundChooser(saved, task)
+    k.chooser = ForegroundChooser(saved, [task])
     try:
         return k.call(fn, *args, task=task)
     finally:
         k.chooser = saved
+
+
+def do_syscalls_parallel(k: Kernel, jobs: Sequence[tuple[Task, Callable[[Kernel], Any]]]
+                         ) -> list[Any]:
+    """Start each ``fn(k)`` in its task at once (threads of a process on their CPUs) and run
+    in the foreground until all are done; their results in order, or the first exception."""
+    saved = k.chooser
+    started = [k.spawn(fn, task=t) for t, fn in jobs]
+    k.chooser = ForegroundChooser(saved, started)
+    try:
+        k.run(until=lambda: all(t.state in (TaskState.IDLE, TaskState.DONE) for t in started))
+    finally:
+        k.chooser = saved
+    for t in started:
+        if t.state not in (TaskState.IDLE, TaskState.DONE):
+            raise RuntimeError(f"{t.name} did not finish: {t.wait_reason}")
+        if t.exc is not None:
+            raise t.exc
+    return [t.result for t in started]

@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from memcgsim.cgroupfs import CgroupFs
 from memcgsim.kernel.errno import EINVAL, ENOMEM, KernelError
-from memcgsim.kernel.syscall import do_syscall
+from memcgsim.kernel.syscall import do_syscall, do_syscalls_parallel
 from memcgsim.kernel.task import TaskState
 from memcgsim.lib.kstrtox import kstrtoint
 from memcgsim.userspace.kmem import KmallocCaches, KmemAdapter, Unsupported
 
 if TYPE_CHECKING:
     from memcgsim.kernel.kernel import Kernel
-    from memcgsim.kernel.objects import KObject
     from memcgsim.kernel.task import Task
 
 __all__ = ["DROP_CACHES", "KmemAdapter", "Unsupported", "Userspace", "default_kmem_adapter"]
@@ -52,15 +51,16 @@ class Userspace:
         self.fs = CgroupFs(k, task=self.sh)
         #: spawned processes by name (live ones)
         self.processes: dict[str, Task] = {}
-        #: objects allocated with ``as LABEL``, by label, in allocation order
-        self.objects: dict[str, list[KObject]] = {}
+        #: objects allocated with ``as LABEL`` (adapter handles), by label ("" for none)
+        self.objects: dict[str, list[Any]] = {}
         self._nr_forked = 0
         #: the last value written to /proc/sys/vm/drop_caches (sysctl_drop_caches)
         self.sysctl_drop_caches = 0
 
     # ------------------------------------------------------------------ processes
-    def fork(self, name: str, *, persistent: bool = True) -> Task:
-        """fork() from the shell: a new process in the shell's cgroup, on the next CPU.
+    def fork(self, name: str, *, persistent: bool = True, parent: Task | None = None) -> Task:
+        """fork() from the shell (or ``parent``): a new process in its parent's cgroup, on
+        the next CPU.
 
         A ``persistent`` process stays after each job (a daemon waiting for work); otherwise
         it exits when its first job returns, as a forked child running one function does.
@@ -71,7 +71,7 @@ class Userspace:
         def do_fork(k: Kernel) -> Task:
             return k.new_task(name, cpu=cpu, persistent=persistent)
 
-        return do_syscall(self.k, self.fs.task, do_fork)
+        return do_syscall(self.k, parent if parent is not None else self.fs.task, do_fork)
 
     def spawn(self, name: str, path: str | None = None) -> Task:
         """Start a named process, in the cgroup ``path`` (by writing its pid to
@@ -111,18 +111,14 @@ class Userspace:
         """Run ``fn(k, *args)`` as ``t``'s next job (system calls it makes charge its memcg)."""
         return do_syscall(self.k, t, fn, *args)
 
-    def run_parallel(self, jobs: list[tuple[Task, Callable[..., Any]]]) -> list[Any]:
+    def run_parallel(self, jobs: list[tuple[Task, Callable[[Kernel], Any]]]) -> list[Any]:
         """Start each ``fn(k)`` in its task at once and run until all are done (threads of a
         process on several CPUs); results in order, the first exception re-raised."""
-        started = [self.k.spawn(fn, task=t) for t, fn in jobs]
-        self.k.run(until=lambda: all(t.state in (TaskState.IDLE, TaskState.DONE)
-                                     for t in started))
-        for t in started:
-            if t.state not in (TaskState.IDLE, TaskState.DONE):
-                raise RuntimeError(f"{t.name} did not finish: {t.wait_reason}")
-            if t.exc is not None:
-                raise t.exc
-        return [t.result for t in started]
+        return do_syscalls_parallel(self.k, jobs)
+
+    def fs_for(self, t: Task) -> CgroupFs:
+        """The cgroup file system as process ``t`` uses it (its system calls, its charges)."""
+        return CgroupFs(self.k, task=t)
 
     # ------------------------------------------------------------------ allocations
     def alloc(self, t: Task, cache: str, count: int, label: str | None = None) -> int:
@@ -136,22 +132,9 @@ class Userspace:
         if count < 0:
             raise ValueError(f"count must not be negative, not {count}")
         kmem = self.kmem
-
-        def alloc_many(k: Kernel) -> list[KObject | None]:
-            out: list[KObject | None] = []
-            for _ in range(count):
-                obj = kmem.kmem_cache_alloc(k, cache)
-                out.append(obj)
-                if obj is None:
-                    break
-            return out
-
-        objs = self.run(t, alloc_many)
-        got = [o for o in objs if o is not None]
+        got: list[Any] = self.run(t, lambda k: kmem.alloc(k, cache, count))
         key = label if label is not None else ""
         self.objects.setdefault(key, []).extend(got)
-        for o in got:
-            self.k.heap.roots[o._koid] = o
         if len(got) < count:
             raise KernelError(ENOMEM, f"alloc {cache}")
         return len(got)
@@ -161,35 +144,36 @@ class Userspace:
         there is no such label."""
         objs = self.objects.pop(label)
         kmem = self.kmem
-
-        def free_many(k: Kernel) -> None:
-            for o in objs:
-                kmem.kmem_cache_free(k, o)
-
-        self.run(self.fs.task, free_many)
+        self.run(self.fs.task, lambda k: kmem.free(k, objs))
         return len(objs)
 
-    def stat_missing(self, t: Task, count: int) -> None:
+    def stat_missing(self, t: Task, count: int, *, tgid: int | None = None) -> None:
         """``count`` stat(2) calls by ``t`` on names that do not exist, as the selftests'
-        alloc_dcache() makes them: ``/something-non-existent-with-a-long-name-%64lu-%d``
-        with i from 0 and t's pid, each leaving a negative dentry (a second call by the same
-        process finds them cached).  KernelError ENOMEM if a lookup failed that way."""
+        alloc_dcache() makes them (:meth:`alloc_dcache_job`).  KernelError ENOMEM if a
+        lookup failed that way; Unsupported if the model has no dentry cache."""
+        ret = self.run(t, self.alloc_dcache_job(count, t.pid if tgid is None else tgid))
+        if ret < 0:
+            raise KernelError(ret, "stat")
+
+    def alloc_dcache_job(self, count: int, tgid: int) -> Callable[[Kernel], int]:
+        """The selftests' alloc_dcache() as a job for a task: stat(2) of
+        ``/something-non-existent-with-a-long-name-%64lu-%d`` for i from 0, with the process
+        id ``tgid`` (getpid(): threads of one process share it, so they look up the same
+        names and a second call finds them cached), each leaving a negative dentry.  The job
+        returns 0, or the first errno other than ENOENT."""
         kmem = self.kmem
         if not kmem.has_dcache():
             raise Unsupported("stat-missing needs the dentry cache, which this model does not "
                               "have yet")
-        pid = t.pid
 
         def alloc_dcache(k: Kernel) -> int:
             for i in range(count):
-                ret = kmem.stat_missing(k, f"/something-non-existent-with-a-long-name-{i:64d}-{pid}")
+                ret = kmem.stat_missing(k, f"/something-non-existent-with-a-long-name-{i:64d}-{tgid}")
                 if ret < 0:
                     return ret
             return 0
 
-        ret = self.run(t, alloc_dcache)
-        if ret < 0:
-            raise KernelError(ret, "stat")
+        return alloc_dcache
 
     def drop_caches(self, value: str) -> None:
         """A write to /proc/sys/vm/drop_caches (drop_caches_sysctl_handler()): 1 to 4 (else

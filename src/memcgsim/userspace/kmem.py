@@ -10,14 +10,13 @@ no shrinkers, so it reports ``stat-missing`` and ``drop_caches`` as unsupported.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from memcgsim.kernel.heap import GFP_KERNEL_ACCOUNT, kfree, kmalloc
 from memcgsim.mm.slab import KmallocObject
 
 if TYPE_CHECKING:
     from memcgsim.kernel.kernel import Kernel
-    from memcgsim.kernel.objects import KObject
 
 __all__ = ["KMALLOC_SIZES", "KmallocCaches", "KmemAdapter", "Unsupported", "kmalloc_cache_name"]
 
@@ -41,12 +40,13 @@ class KmemAdapter(Protocol):
         """Names of the caches ``alloc`` accepts."""
         ...
 
-    def kmem_cache_alloc(self, k: Kernel, cache: str) -> KObject | None:
-        """One accounted object of ``cache`` for the current task; None on failure."""
+    def alloc(self, k: Kernel, cache: str, count: int) -> list[Any]:
+        """Up to ``count`` accounted objects of ``cache`` for the current task, stopping at
+        the first that fails; opaque handles the adapter keeps alive until :meth:`free`."""
         ...
 
-    def kmem_cache_free(self, k: Kernel, obj: KObject) -> None:
-        """Free an object ``kmem_cache_alloc`` returned."""
+    def free(self, k: Kernel, objs: list[Any]) -> None:
+        """Free objects :meth:`alloc` returned."""
         ...
 
     def has_dcache(self) -> bool:
@@ -76,12 +76,22 @@ class KmallocCaches:
     def caches(self) -> list[str]:
         return list(self._by_name)
 
-    def kmem_cache_alloc(self, k: Kernel, cache: str) -> KObject | None:
-        """kmalloc(size, GFP_KERNEL_ACCOUNT) of a ``size``-byte object."""
-        return kmalloc(k, KmallocObject, self._by_name[cache], gfp=GFP_KERNEL_ACCOUNT)
+    def alloc(self, k: Kernel, cache: str, count: int) -> list[Any]:
+        """kmalloc(size, GFP_KERNEL_ACCOUNT) of ``size``-byte objects, held as the heap's
+        roots (user-held, for the leak scan)."""
+        size = self._by_name[cache]
+        out: list[Any] = []
+        for _ in range(count):
+            obj = kmalloc(k, KmallocObject, size, gfp=GFP_KERNEL_ACCOUNT)
+            if obj is None:
+                break
+            k.heap.roots[obj._koid] = obj
+            out.append(obj)
+        return out
 
-    def kmem_cache_free(self, k: Kernel, obj: KObject) -> None:
-        kfree(k, obj)
+    def free(self, k: Kernel, objs: list[Any]) -> None:
+        for obj in objs:
+            kfree(k, obj)
 
     def has_dcache(self) -> bool:
         return False
