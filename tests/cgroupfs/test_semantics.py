@@ -141,3 +141,24 @@ def test_memory_max_write_reclaims_through_the_reclaim_hook(fa_fb: Userspace) ->
     # reclaiming: usage stays above the new max and the write ends with an oom event.
     assert after > 8192
     assert _events(us, "fa/fb/memory.events")["oom"] == 1
+
+
+def test_going_over_memory_high_counts_high_events_and_throttles_on_return(
+        fa_fb: Userspace) -> None:
+    """mem_cgroup_handle_over_high(): reclaim (none in the model) then a penalty sleep
+    growing with the overage, at most 2 s of simulated time, on the way back to user mode."""
+    us = fa_fb
+    us.fs.write("fa/fb/memory.high", "1m\n")
+    p = us.spawn("p", "fa/fb")
+    clock = us.k.clock_ns
+    us.alloc(p, "kmalloc-4k", 8)  # 32 KiB (and a 128 KiB charge batch): under the limit
+    assert _events(us, "fa/fb/memory.events")["high"] == 0
+    assert us.k.clock_ns == clock
+    us.alloc(p, "kmalloc-4k", 1000)  # 4 MB over 1 MiB
+    ev = _events(us, "fa/fb/memory.events")
+    assert ev["high"] > 0
+    assert _events(us, "fa/memory.events")["high"] == ev["high"]  # hierarchical
+    assert _events(us, "fa/memory.events.local")["high"] == 0
+    slept = us.k.clock_ns - clock
+    assert 0 < slept <= 2_000_000_000
+    assert p.memcg_nr_pages_over_high == 0

@@ -36,6 +36,7 @@ from memcgsim.kernel.locking import mutex_lock, mutex_unlock, spin_lock_irq, spi
 from memcgsim.kernel.task import AccessKind, TaskState
 from memcgsim.lib.kstrtox import kstrtoint, strstrip
 from memcgsim.mm.memcontrol import (
+    MAX_RECLAIM_RETRIES,
     MemcgEvent,
     MemCgroup,
     MemcgStat,
@@ -43,6 +44,7 @@ from memcgsim.mm.memcontrol import (
     memcg_memory_event,
     memcg_page_state,
     memory_current_bytes,
+    try_to_free_mem_cgroup_pages,
 )
 from memcgsim.mm.page_counter import (
     PAGE_COUNTER_MAX,
@@ -72,9 +74,6 @@ __all__ = [
 CFTYPE_NOT_ON_ROOT = 1 << 1
 
 _READ = AccessKind.READ
-
-#: MAX_RECLAIM_RETRIES (5.9+; 5.3 called it MEM_CGROUP_RECLAIM_RETRIES and used 5)
-MAX_RECLAIM_RETRIES = 16
 
 
 @dataclass
@@ -350,15 +349,6 @@ def seq_puts_memcg_tunable(k: Kernel, value: int) -> str:
     return f"{value * k.page_size}\n"
 
 
-def _try_to_free_mem_cgroup_pages(k: Kernel, memcg: MemCgroup, nr_pages: int) -> int:
-    """try_to_free_mem_cgroup_pages(): pages reclaimed, through the reclaim hook
-    (:attr:`MemcgGlobals.reclaim`); 0 while the model has no reclaim."""
-    reclaim = k.memcg.reclaim
-    if reclaim is None:
-        return 0
-    return reclaim(k, memcg, nr_pages, GFP_KERNEL)
-
-
 def memory_current_read(k: Kernel, of: KernfsOpenFile) -> str:
     """memory_current_read(): page_counter_read(&memcg->memory) * PAGE_SIZE."""
     memcg = _memcg(of)
@@ -427,7 +417,7 @@ def memory_high_write(k: Kernel, of: KernfsOpenFile, buf: str) -> int:
             drain_all_stock(k, memcg)
             drained = True
             continue
-        reclaimed = _try_to_free_mem_cgroup_pages(k, memcg, nr_pages - high)
+        reclaimed = try_to_free_mem_cgroup_pages(k, memcg, nr_pages - high, GFP_KERNEL)
         if not reclaimed:
             if nr_retries == 0:
                 break
@@ -464,7 +454,7 @@ def memory_max_write(k: Kernel, of: KernfsOpenFile, buf: str) -> int:
             drained = True
             continue
         if nr_reclaims:
-            if not _try_to_free_mem_cgroup_pages(k, memcg, nr_pages - max_pages):
+            if not try_to_free_mem_cgroup_pages(k, memcg, nr_pages - max_pages, GFP_KERNEL):
                 nr_reclaims -= 1
             continue
         memcg_memory_event(k, memcg, MemcgEvent.MEMCG_OOM)
@@ -623,7 +613,8 @@ def memory_reclaim(k: Kernel, of: KernfsOpenFile, buf: str) -> int:
     nr_retries = MAX_RECLAIM_RETRIES
     nr_reclaimed = 0
     while nr_reclaimed < nr_to_reclaim:
-        reclaimed = _try_to_free_mem_cgroup_pages(k, memcg, nr_to_reclaim - nr_reclaimed)
+        reclaimed = try_to_free_mem_cgroup_pages(k, memcg, nr_to_reclaim - nr_reclaimed,
+                                                 GFP_KERNEL)
         if not reclaimed:
             if nr_retries == 0:
                 return -EAGAIN

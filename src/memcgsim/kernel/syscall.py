@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from memcgsim.kernel.kernel import Chooser, Kernel
     from memcgsim.kernel.task import Task
 
-__all__ = ["ForegroundChooser", "do_syscall", "do_syscalls_parallel"]
+__all__ = ["ForegroundChooser", "do_syscall", "do_syscalls_parallel", "exit_to_user_mode"]
 
 T = TypeVar("T")
 
@@ -49,9 +49,29 @@ def do_syscall(k: Kernel, task: Task, fn: Callable[..., T], *args: Any) -> T:
     saved = k.chooser
     k.chooser = ForegroundChooser(saved, [task])
     try:
-        return k.call(fn, *args, task=task)
+        result: T = k.call(_syscall, fn, *args, task=task)
+        return result
     finally:
         k.chooser = saved
+
+
+def _syscall(k: Kernel, fn: Callable[..., T], *args: Any) -> T:
+    """The system call, then the return to user mode (also after a failed call)."""
+    try:
+        return fn(k, *args)
+    finally:
+        exit_to_user_mode(k)
+
+
+def exit_to_user_mode(k: Kernel) -> None:
+    """exit_to_user_mode() / resume_user_mode_work(): the notify-resume work a system call
+    left for the task; here memcg's memory.high reclaim and throttling
+    (mem_cgroup_handle_over_high())."""
+    t = k.current
+    if t is not None and t.memcg_nr_pages_over_high:
+        from memcgsim.mm.memcontrol import mem_cgroup_handle_over_high
+
+        mem_cgroup_handle_over_high(k)
 
 
 def do_syscalls_parallel(k: Kernel, jobs: Sequence[tuple[Task, Callable[[Kernel], Any]]]
@@ -59,7 +79,7 @@ def do_syscalls_parallel(k: Kernel, jobs: Sequence[tuple[Task, Callable[[Kernel]
     """Start each ``fn(k)`` in its task at once (threads of a process on their CPUs) and run
     in the foreground until all are done; their results in order, or the first exception."""
     saved = k.chooser
-    started = [k.spawn(fn, task=t) for t, fn in jobs]
+    started = [k.spawn(_syscall, fn, task=t) for t, fn in jobs]
     k.chooser = ForegroundChooser(saved, started)
     try:
         k.run(until=lambda: all(t.state in (TaskState.IDLE, TaskState.DONE) for t in started))

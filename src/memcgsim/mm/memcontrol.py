@@ -1254,3 +1254,104 @@ def is_dying(memcg: MemCgroup) -> bool:
 def percpu_ref_is_dying_raw(ref: PercpuRef) -> int:
     return ref.flags & 2
 
+
+
+# ====================================================================== memory.high on return to user
+#: HZ of the model's jiffies (CONFIG_HZ=250, as Debian builds)
+HZ = 250
+#: the fixed-point precision and scaling of the memory.high penalty (5.4+)
+MEMCG_DELAY_PRECISION_SHIFT = 20
+MEMCG_DELAY_SCALING_SHIFT = 14
+#: the longest penalty sleep of one return to user mode
+MEMCG_MAX_HIGH_DELAY_JIFFIES = 2 * HZ
+#: SWAP_CLUSTER_MAX
+SWAP_CLUSTER_MAX = 32
+#: MAX_RECLAIM_RETRIES (5.9+; 5.3 called it MEM_CGROUP_RECLAIM_RETRIES and used 5)
+MAX_RECLAIM_RETRIES = 16
+
+
+def try_to_free_mem_cgroup_pages(k: Kernel, memcg: MemCgroup, nr_pages: int, gfp: int) -> int:
+    """try_to_free_mem_cgroup_pages() (mm/vmscan.c): pages reclaimed from memcg's subtree,
+    through :attr:`MemcgGlobals.reclaim`; 0 while the model has no reclaim."""
+    reclaim = k.memcg.reclaim
+    if reclaim is None:
+        return 0
+    return reclaim(k, memcg, nr_pages, gfp)
+
+
+def reclaim_high(k: Kernel, memcg: MemCgroup, nr_pages: int, gfp: int) -> int:
+    """reclaim_high(): for memcg and each ancestor below the root that is over memory.high,
+    count a ``high`` event and reclaim; the pages reclaimed."""
+    nr_reclaimed = 0
+    m: MemCgroup | None = memcg
+    while m is not None and not mem_cgroup_is_root(k, m):
+        if page_counter_read(m.memory) > k.load(m, "high"):
+            memcg_memory_event(k, m, MemcgEvent.MEMCG_HIGH)
+            nr_reclaimed += try_to_free_mem_cgroup_pages(k, m, nr_pages, gfp)
+        m = parent_mem_cgroup(m)
+    return nr_reclaimed
+
+
+def calculate_overage(usage: int, high: int) -> int:
+    """calculate_overage(): (usage - high) / high in MEMCG_DELAY_PRECISION_SHIFT fixed point."""
+    if usage <= high:
+        return 0
+    high = max(high, 1)
+    return ((usage - high) << MEMCG_DELAY_PRECISION_SHIFT) // high
+
+
+def mem_find_max_overage(k: Kernel, memcg: MemCgroup) -> int:
+    """mem_find_max_overage(): the largest overage of memcg and its ancestors below the root."""
+    max_overage = 0
+    m: MemCgroup | None = memcg
+    while m is not None and not mem_cgroup_is_root(k, m):
+        max_overage = max(max_overage, calculate_overage(page_counter_read(m.memory), m.high))
+        m = parent_mem_cgroup(m)
+    return max_overage
+
+
+def calculate_high_delay(nr_pages: int, max_overage: int) -> int:
+    """calculate_high_delay(): the penalty in jiffies, quadratic in the overage and
+    proportional to the pages charged."""
+    if not max_overage:
+        return 0
+    penalty_jiffies = max_overage * max_overage * HZ
+    penalty_jiffies >>= MEMCG_DELAY_PRECISION_SHIFT
+    penalty_jiffies >>= MEMCG_DELAY_SCALING_SHIFT
+    return penalty_jiffies * nr_pages // MEMCG_CHARGE_BATCH
+
+
+def mem_cgroup_handle_over_high(k: Kernel) -> None:
+    """mem_cgroup_handle_over_high() (5.4+ with the penalty): on the way back to user mode,
+    a task whose charges went over memory.high reclaims, and if usage stays well above the
+    limit sleeps a penalty of up to 2 s (MEMCG_MAX_HIGH_DELAY_JIFFIES).
+
+    Model simplifications: no swap overage, no PSI accounting of the stall.
+    """
+    t = k.current
+    assert t is not None
+    nr_pages = t.memcg_nr_pages_over_high
+    if not nr_pages:
+        return
+    memcg = get_mem_cgroup_from_current(k)
+    t.memcg_nr_pages_over_high = 0
+    nr_retries = MAX_RECLAIM_RETRIES
+    in_retry = False
+    try:
+        while True:
+            nr_reclaimed = reclaim_high(k, memcg, SWAP_CLUSTER_MAX if in_retry else nr_pages,
+                                        GFP_KERNEL)
+            penalty_jiffies = min(calculate_high_delay(nr_pages, mem_find_max_overage(k, memcg)),
+                                  MEMCG_MAX_HIGH_DELAY_JIFFIES)
+            if penalty_jiffies <= HZ // 100:
+                return
+            if nr_reclaimed or nr_retries:
+                if not nr_reclaimed:
+                    nr_retries -= 1
+                in_retry = True
+                continue
+            k.trace("memory_high_throttle", _memcg_path(memcg), f"jiffies={penalty_jiffies}")
+            k.msleep(penalty_jiffies * 1000 / HZ)  # schedule_timeout_killable()
+            return
+    finally:
+        css_put(k, memcg)
