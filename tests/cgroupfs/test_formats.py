@@ -74,3 +74,13 @@ def test_tunables_read_max_or_bytes(fa_fb: Userspace) -> None:
     assert fs.read("fa/memory.oom.group") == "0\n"
     assert fs.read("fa/memory.current") == "0\n"
     assert fs.read("fa/memory.peak") == "0\n"
+
+
+def test_the_cgroup_cores_file_lists_match_what_cgroupfs_serves() -> None:
+    """sys_mkdir()/sys_rmdir() of the cgroup core know file names for EEXIST/ENOTDIR."""
+    from memcgsim.cgroup.cgroup import CGROUP_CORE_FILES
+    from memcgsim.cgroupfs.files import cgroup_base_files, memory_files
+    from memcgsim.mm.memcontrol import MemoryCgrpSubsys
+
+    assert set(CGROUP_CORE_FILES) == {c.file_name for c in cgroup_base_files}
+    assert set(MemoryCgrpSubsys.files) == {c.file_name for c in memory_files}

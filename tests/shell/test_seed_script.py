@@ -30,3 +30,9 @@ def test_seed_script_leaves_b_dying_or_freed_as_the_design_does(design: str) -> 
     assert lines[2:4] == ["nr_descendants 0", f"nr_dying_descendants {dying}"], why
     # b's 1000 objects of 64 bytes are still charged to a, whatever happened to b.
     assert int(lines[4]) >= 1000 * 64
+
+
+def test_readme_shows_what_the_seed_script_prints() -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    block = readme.split("$ memcgsim shell examples/seed-scenario.sh\n", 1)[1].split("```")[0]
+    assert run_script((EXAMPLES / "seed-scenario.sh").read_text()).out == block
