@@ -36,3 +36,11 @@ def test_readme_shows_what_the_seed_script_prints() -> None:
     readme = (EXAMPLES.parent / "README.md").read_text()
     block = readme.split("$ memcgsim shell examples/seed-scenario.sh\n", 1)[1].split("```")[0]
     assert run_script((EXAMPLES / "seed-scenario.sh").read_text()).out == block
+
+
+def test_the_same_script_and_seed_give_the_same_run() -> None:
+    script = (EXAMPLES / "seed-scenario.sh").read_text() + "cat cgroup.procs\nsleep 0.5\n"
+    a, b = run_script(script), run_script(script)
+    assert a.out == b.out
+    assert a.us.k.steps == b.us.k.steps
+    assert [str(e) for e in a.us.k.events] == [str(e) for e in b.us.k.events]

@@ -47,8 +47,7 @@ class Userspace:
     def __init__(self, k: Kernel, kmem: KmemAdapter | None = None) -> None:
         self.k = k
         self.kmem = kmem if kmem is not None else default_kmem_adapter(k)
-        self.sh = k.new_process("sh", "/", cpu=0)
-        self.fs = CgroupFs(k, task=self.sh)
+        self.fs = CgroupFs(k, task=k.new_process("sh", "/", cpu=0))
         #: spawned processes by name (live ones)
         self.processes: dict[str, Task] = {}
         #: objects allocated with ``as LABEL`` (adapter handles), by label ("" for none)
@@ -56,6 +55,11 @@ class Userspace:
         self._nr_forked = 0
         #: the last value written to /proc/sys/vm/drop_caches (sysctl_drop_caches)
         self.sysctl_drop_caches = 0
+
+    @property
+    def sh(self) -> Task:
+        """The shell process (a new one if the last was killed)."""
+        return self.fs.task
 
     # ------------------------------------------------------------------ processes
     def fork(self, name: str, *, persistent: bool = True, parent: Task | None = None) -> Task:
