@@ -137,3 +137,15 @@ def test_help_lists_every_command() -> None:
     for cmd in ("mkdir", "rmdir", "cat", "echo", "spawn", "alloc", "free", "stat-missing",
                 "sleep", "drop_caches", "settle"):
         assert any(line.startswith(cmd) for line in run.out.splitlines()), cmd
+
+
+def test_waitpid_lets_deferred_work_run_while_the_parent_sleeps() -> None:
+    run = run_script("mkdir a\nmkdir a/b\nrmdir a/b")
+    us = run.us
+    assert us.fs.read("a/cgroup.stat") == "nr_descendants 0\nnr_dying_descendants 1\n"
+    child = us.fork("child", persistent=True)
+    with pytest.raises(ValueError, match="has not exited"):
+        us.waitpid(child)
+    us.exit(child)
+    us.waitpid(child)
+    assert us.fs.read("a/cgroup.stat") == "nr_descendants 0\nnr_dying_descendants 0\n"

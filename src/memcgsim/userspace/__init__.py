@@ -111,6 +111,14 @@ class Userspace:
             t.persistent = False
             do_syscall(self.k, t, _do_exit)
 
+    def waitpid(self, t: Task) -> None:
+        """waitpid(2) by the shell for ``t``, which has exited: the caller sleeps, and the
+        kernel's deferred work runs meanwhile.  The model's grace periods are not timed, so
+        all of it runs (as :meth:`settle`)."""
+        if not t.exited:
+            raise ValueError(f"waitpid: {t.name} has not exited")
+        self.k.settle()
+
     def run(self, t: Task, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(k, *args)`` as ``t``'s next job (system calls it makes charge its memcg)."""
         return do_syscall(self.k, t, fn, *args)

@@ -162,8 +162,8 @@ class CgroupUtil:
     # ------------------------------------------------------------------ processes
     def cg_run(self, cgroup: str, fn: CgFn, arg: int) -> int:
         """cg_run(): fork; the child writes its pid into ``cgroup``/cgroup.procs and runs
-        ``fn``; the parent waits and returns its exit status (EXIT_FAILURE if the move
-        failed)."""
+        ``fn``; the parent waits (waitpid(): deferred kernel work runs meanwhile) and
+        returns its exit status (EXIT_FAILURE if the move failed)."""
         us = self.us
         child = us.fork("cg_run")
         try:
@@ -172,6 +172,7 @@ class CgroupUtil:
             return fn(self, cgroup, child, arg)
         finally:
             us.exit(child)
+            us.waitpid(child)
 
     def cg_write_as(self, task: Task, cgroup: str, control: str, buf: str) -> int:
         """cg_write() done by process ``task`` rather than by the test program."""
