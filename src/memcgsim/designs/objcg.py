@@ -9,20 +9,37 @@ double-count fixed in 5.4), so this design runs with that fix.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from memcgsim.designs.base import KmemDesign
+import numpy as np
+
+from memcgsim.designs.base import KmemDesign, Objs, ReparentWork
+from memcgsim.designs.common import cache_vmstat_idx, owner_runs, slab_owner_counts
+from memcgsim.kernel.percpu_ref import percpu_ref_get_many, percpu_ref_put_many
+from memcgsim.kernel.task import AccessKind
 from memcgsim.mm import objcg as objcg_mod
-from memcgsim.mm.memcontrol import MemcgStat
+from memcgsim.mm.memcontrol import MemcgStat, _memcg_path
 from memcgsim.mm.objcg import ObjCgroup
+from memcgsim.mm.slab_common import owner_handle
+from memcgsim.mm.slub import slab_accounted
 
 if TYPE_CHECKING:
     from memcgsim.kernel.kernel import Kernel
     from memcgsim.kernel.objects import KObject
     from memcgsim.kernel.percpu_ref import PercpuRef
     from memcgsim.mm.memcontrol import MemCgroup
+    from memcgsim.mm.slab_common import KmemCache
 
-__all__ = ["ObjcgDesign"]
+__all__ = ["ObjcgDesign", "obj_full_size"]
+
+_W = AccessKind.WRITE
+_RMW = AccessKind.RMW
+
+
+def obj_full_size(s: KmemCache) -> int:
+    """obj_full_size() (mm/slab.h, 5.9): the object plus its obj_cgroup pointer in the
+    page's vector, which is what an object is charged for."""
+    return s.size + 8
 
 
 def _stat_item(obj: KObject) -> MemcgStat:
@@ -36,6 +53,7 @@ class ObjcgDesign(KmemDesign):
 
     name = "objcg"
     summary = "objects hold an obj_cgroup reference; per-cpu byte stock; offline repoints objcgs"
+    accounts_percpu = True
 
     def attach(self, k: Kernel) -> None:
         objcg_mod.objcg_init_stocks(k)
@@ -50,6 +68,9 @@ class ObjcgDesign(KmemDesign):
     def objcg_refs(self, k: Kernel) -> dict[int, int]:
         """References objects hold on objcgs, by id(objcg)."""
         out: dict[int, int] = {}
+        if hasattr(k, "slab"):
+            for h, (n, _) in slab_owner_counts(k).items():
+                out[id(k.slab.owners[h])] = n
         for obj in k.heap.live.values():
             o = getattr(obj, "objcg", None)
             if isinstance(o, ObjCgroup) and getattr(obj, "_kaccounted", False):
@@ -59,6 +80,9 @@ class ObjcgDesign(KmemDesign):
     def objcg_object_bytes(self, k: Kernel) -> dict[int, int]:
         """Bytes of live objects charged through each objcg, by id(objcg)."""
         out: dict[int, int] = {}
+        if hasattr(k, "slab"):
+            for h, (n, nr_bytes) in slab_owner_counts(k).items():
+                out[id(k.slab.owners[h])] = nr_bytes + 8 * n
         for obj in k.heap.live.values():
             o = getattr(obj, "objcg", None)
             if isinstance(o, ObjCgroup) and getattr(obj, "_kaccounted", False):
@@ -80,7 +104,12 @@ class ObjcgDesign(KmemDesign):
         return objcg_mod.memcg_online_objcg(k, memcg)
 
     def offline_kmem(self, k: Kernel, memcg: MemCgroup, parent: MemCgroup) -> None:
-        self.memcg_reparent_objcgs(k, memcg, parent)
+        lock = k.cgroup.css_set_lock
+        steps0, held0 = k.steps, lock.held_steps
+        nr = self.memcg_reparent_objcgs(k, memcg, parent)
+        self.reparent_work.append(ReparentWork(
+            _memcg_path(memcg), ptrs=nr, steps=k.steps - steps0,
+            locked_steps=lock.held_steps - held0))
 
     def charge_obj(self, k: Kernel, obj: KObject, nr_bytes: int, gfp: int) -> bool:
         """memcg_slab_pre_alloc_hook() + memcg_slab_post_alloc_hook() (5.10) for one object."""
@@ -108,3 +137,85 @@ class ObjcgDesign(KmemDesign):
         objcg_mod.obj_cgroup_uncharge(k, objcg, nr_bytes)
         objcg_mod.mod_objcg_state(k, objcg, _stat_item(obj), -nr_bytes)
         objcg_mod.obj_cgroup_put(k, objcg)
+
+    # -- slab caches (5.9/5.10: one set of caches for every allocation) ---------------------
+    def slab_pre_alloc_hook(self, k: Kernel, s: KmemCache, nr_objects: int, gfp: int
+                            ) -> tuple[KmemCache | None, Any]:
+        """memcg_slab_pre_alloc_hook() (5.10): charge the objects' full size to the current
+        objcg; the objects come from the one shared cache ``s``."""
+        if not slab_accounted(s, gfp):
+            return s, None
+        objcg = objcg_mod.get_obj_cgroup_from_current(k)
+        if objcg is None:
+            return s, None
+        if objcg_mod.obj_cgroup_charge(k, objcg, gfp, nr_objects * obj_full_size(s)):
+            objcg_mod.obj_cgroup_put(k, objcg)
+            return None, None
+        return s, objcg
+
+    def slab_post_alloc_hook(self, k: Kernel, s: KmemCache, ctx: Any, idxs: Objs) -> None:
+        """memcg_slab_post_alloc_hook() (5.10): an objcg reference per object in the page's
+        obj_cgroups vector, the slab vmstat in bytes, then drop the lookup reference."""
+        objcg: ObjCgroup | None = ctx
+        if objcg is None:
+            return
+        n = len(idxs)
+        h = owner_handle(k, objcg)
+        a = s.arena
+        if n == 1:
+            objcg_mod.obj_cgroup_get(k, objcg)
+            k.access(s, "page_obj_cgroups(page)", _W)
+            a.owner_mv[idxs[0]] = h
+        elif n:
+            percpu_ref_get_many(k, objcg.refcnt, n)
+            k.access(s, "page_obj_cgroups(page)", _W)
+            a.owner[np.asarray(idxs)] = h
+        if n:
+            objcg_mod.mod_objcg_state(k, objcg, cache_vmstat_idx(s), n * obj_full_size(s))
+        objcg_mod.obj_cgroup_put(k, objcg)
+
+    def slab_alloc_failed(self, k: Kernel, s: KmemCache, ctx: Any, nr_objects: int) -> None:
+        objcg: ObjCgroup | None = ctx
+        if objcg is not None:
+            objcg_mod.obj_cgroup_uncharge(k, objcg, nr_objects * obj_full_size(s))
+
+    def slab_free_hook(self, k: Kernel, s: KmemCache, idxs: Objs) -> None:
+        """memcg_slab_free_hook() (5.10): clear the vector entry, give the bytes back to the
+        object stock, unaccount the vmstat, drop the object's objcg reference."""
+        a = s.arena
+        owners = k.slab.owners
+        if len(idxs) == 1:
+            idx = idxs[0]
+            k.access(s, "page_obj_cgroups(page)", _RMW)
+            h = a.owner_mv[idx]
+            if h <= 0:
+                return
+            a.owner_mv[idx] = 0
+            self._uncharge(k, s, owners[h], 1)
+            return
+        arr = np.asarray(idxs)
+        k.access(s, "page_obj_cgroups(page)", _RMW)
+        hs = a.owner[arr]
+        a.owner[arr] = 0
+        for h, n in owner_runs(hs):
+            self._uncharge(k, s, owners[h], n)
+
+    def _uncharge(self, k: Kernel, s: KmemCache, objcg: ObjCgroup, n: int) -> None:
+        nr_bytes = n * obj_full_size(s)
+        objcg_mod.obj_cgroup_uncharge(k, objcg, nr_bytes)
+        objcg_mod.mod_objcg_state(k, objcg, cache_vmstat_idx(s), -nr_bytes)
+        if n == 1:
+            objcg_mod.obj_cgroup_put(k, objcg)
+        else:
+            percpu_ref_put_many(k, objcg.refcnt, n)
+
+    def mem_cgroup_from_obj(self, k: Kernel, s: KmemCache, idx: int) -> MemCgroup | None:
+        """mem_cgroup_from_obj() (5.9): obj_cgroup_memcg() of the object's vector entry."""
+        h = s.arena.owner_mv[idx]
+        if h <= 0:
+            return None
+        return objcg_mod.obj_cgroup_memcg(k, k.slab.owners[h])
+
+    def pinned_bytes(self, k: Kernel, dying: set[int]) -> int:
+        return sum(v for key, v in objcg_mod.objcg_charged_bytes(
+            k, self.objcg_object_bytes(k)).items() if key in dying)

@@ -8,6 +8,8 @@ from memcgsim.cgroup.cgroup import cgroup_init
 from memcgsim.designs import make_design
 from memcgsim.mm.memcontrol import check_memcg_conservation, check_memcg_refs, mem_cgroup_init
 from memcgsim.mm.slab import DesignAccounting
+from memcgsim.mm.slab_common import kmem_cache_init
+from memcgsim.mm.vmscan import vmscan_init
 
 if TYPE_CHECKING:
     from memcgsim.kernel.kernel import Kernel
@@ -19,8 +21,10 @@ def start_kernel(k: Kernel) -> None:
     """Boot ``k``: memcg, the default cgroup hierarchy with ``+memory``, init."""
     k.design = make_design(k.config.design)
     memory = mem_cgroup_init(k)
+    kmem_cache_init(k)
     k.design.attach(k)
     k.heap.account = DesignAccounting()
+    vmscan_init(k)
     subsystems = [memory]
     k.call(lambda k: cgroup_init(k, subsystems, k.config.root_subtree_control),
            name="swapper/0")

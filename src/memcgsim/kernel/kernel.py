@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from memcgsim.kernel.rcu import RcuState
     from memcgsim.kernel.workqueue import WorkqueueState
     from memcgsim.mm.memcontrol import MemcgGlobals, MemCgroup
+    from memcgsim.mm.slab_common import SlabGlobals
+    from memcgsim.mm.vmscan import VmscanGlobals
 
 __all__ = [
     "Chooser",
@@ -135,6 +137,8 @@ class Kernel:
     cgroup: CgroupGlobals
     memcg: MemcgGlobals
     design: KmemDesign
+    slab: SlabGlobals
+    vmscan: VmscanGlobals
 
     def __init__(
         self, nr_cpus: int | None = None, seed: int | None = None, *,

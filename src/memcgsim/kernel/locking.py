@@ -57,6 +57,9 @@ class LockBase(KObject):
         #: the lockdep class: locks initialised at the same place share one
         self.name = name
         self.holder: Task | None = None
+        #: statistics: scheduling points taken while held (lock_stat's hold time, in steps)
+        self.held_steps = 0
+        self._kacquired_at = 0
 
     def _klabel(self) -> str:
         return self.name
@@ -204,6 +207,7 @@ def _acquire(k: Kernel, lock: LockBase) -> None:
     if lock._kowner._kstate:
         k._bad_access(lock, "holder", AccessKind.ACQUIRE)
     lock.holder = t
+    lock._kacquired_at = k.steps
     t.held_locks.append(lock)
 
 
@@ -219,6 +223,7 @@ def _release(k: Kernel, lock: LockBase) -> None:
                  obj=lock)
         return
     lock.holder = None
+    lock.held_steps += k.steps - lock._kacquired_at
     t.held_locks.remove(lock)
 
 
@@ -277,5 +282,6 @@ def mutex_trylock(k: Kernel, lock: Mutex) -> bool:
         return False
     k.lockdep.acquire(t, lock)
     lock.holder = t
+    lock._kacquired_at = k.steps
     t.held_locks.append(lock)
     return True

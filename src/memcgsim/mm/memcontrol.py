@@ -473,6 +473,8 @@ class MemcgGlobals:
         self.extra_ptr_refs_map: list[Callable[[Kernel], dict[int, int]]] = []
         #: 5.10's per-cpu object stocks (memcgsim.mm.objcg), when the design uses them
         self.obj_stocks: list[Any] = []
+        #: list_lrus (mm/list_lru.c): every memcg-aware list_lru, drained at kmem offline
+        self.list_lrus: list[Any] = []
 
 
 def memcg_alloc_cache_id(k: Kernel) -> int:
@@ -682,10 +684,11 @@ def memcg_offline_kmem(k: Kernel, memcg: MemCgroup) -> None:
 
 
 def memcg_drain_all_list_lrus(k: Kernel, src_idx: int, dst_memcg: MemCgroup) -> None:
-    """memcg_drain_all_list_lrus(): hook for list_lru (none until slab caches exist)."""
-    hook = getattr(k.memcg, "drain_all_list_lrus", None)
-    if hook is not None:
-        hook(k, src_idx, dst_memcg)
+    """memcg_drain_all_list_lrus(): splice every list_lru's list of kmemcg id ``src_idx``
+    into ``dst_memcg``'s (mm/list_lru.c)."""
+    from memcgsim.mm.list_lru import memcg_drain_all_list_lrus as drain
+
+    drain(k, src_idx, dst_memcg)
 
 
 def memcg_free_kmem(k: Kernel, memcg: MemCgroup) -> None:
@@ -693,6 +696,8 @@ def memcg_free_kmem(k: Kernel, memcg: MemCgroup) -> None:
     if memcg.kmem_state is KmemState.KMEM_ONLINE:
         memcg_offline_kmem(k, memcg)
     if memcg.kmem_state is KmemState.KMEM_ALLOCATED:
+        # 4.x: memcg_destroy_kmem_caches() here; whatever the design frees at css_free.
+        k.design.free_kmem(k, memcg)
         k.memcg.memcg_kmem_enabled_key -= 1
 
 

@@ -1,0 +1,82 @@
+"""Pieces several designs share: the cache sets, ownership tallies, per-memcg cache copies."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from memcgsim.mm.memcontrol import MemcgStat
+from memcgsim.mm.slab_common import KmemCache, kmem_cache_create
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    from memcgsim.kernel.kernel import Kernel
+    from memcgsim.mm.memcontrol import MemCgroup
+
+__all__ = [
+    "accounted_cache",
+    "cache_vmstat_idx",
+    "memcg_cache_name",
+    "owner_runs",
+    "root_caches",
+    "slab_owner_counts",
+]
+
+
+def cache_vmstat_idx(s: KmemCache) -> MemcgStat:
+    """cache_vmstat_idx(): NR_SLAB_RECLAIMABLE for SLAB_RECLAIM_ACCOUNT caches."""
+    return MemcgStat.NR_SLAB_RECLAIMABLE if s.reclaimable else MemcgStat.NR_SLAB_UNRECLAIMABLE
+
+
+def root_caches(k: Kernel) -> list[KmemCache]:
+    """slab_root_caches: every root cache created so far."""
+    g = getattr(k, "slab", None)
+    if g is None:
+        return []
+    return [s for s in g.caches if s.is_root_cache and not s.destroyed]
+
+
+def accounted_cache(k: Kernel, s: KmemCache) -> KmemCache:
+    """The RFC's second cache set ("one for all other [than root] cgroups", cover letter of
+    "The new slab memory controller"): one shared copy of root cache ``s`` for every
+    accounted allocation, created on first use."""
+    c = s.memcg_params.accounted
+    if c is None:
+        c = kmem_cache_create(k, s.spec, root=s, name=f"{s.name}(accounted)")
+        s.memcg_params.accounted = c
+    return c
+
+
+def memcg_cache_name(s: KmemCache, memcg: MemCgroup) -> str:
+    """The name memcg_create_kmem_cache() gives a copy: "%s(%llu:%s)" (serial nr, name)."""
+    cg = memcg.cgroup
+    return f"{s.name}({memcg.serial_nr}:{cg.name if cg is not None else '?'})"
+
+
+def slab_owner_counts(k: Kernel) -> dict[int, tuple[int, int]]:
+    """For every ownership handle some live slab object holds: (objects, object bytes at
+    s->size), summed over every cache."""
+    out: dict[int, tuple[int, int]] = {}
+    for s in root_caches(k):
+        owner = s.arena.owner
+        held = owner[owner > 0]
+        if not len(held):
+            continue
+        hs, counts = np.unique(held, return_counts=True)
+        for h, n in zip(hs.tolist(), counts.tolist(), strict=True):
+            c, b = out.get(h, (0, 0))
+            out[h] = (c + n, b + n * s.size)
+    return out
+
+
+def owner_runs(hs: NDArray[np.int32]) -> list[tuple[int, int]]:
+    """(handle, count) of the owned entries of ``hs`` grouped by handle, in order of first
+    appearance (how bulk hooks batch one reference/charge operation per owner)."""
+    hs = hs[hs > 0]
+    if not len(hs):
+        return []
+    uniq, first, counts = np.unique(hs, return_index=True, return_counts=True)
+    order = np.argsort(first, kind="stable")
+    return list(zip(uniq[order].tolist(), counts[order].tolist(), strict=True))
