@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     import numpy as np
     from numpy.typing import NDArray
@@ -74,6 +74,10 @@ class KmemDesign:
 
     def attach(self, k: Kernel) -> None:
         """Called once at boot, before the root cgroup exists."""
+
+    def checks(self) -> list[Callable[[Kernel], None]]:
+        """The design's own consistency checks, run at quiescence with memcontrol's."""
+        return []
 
     # -- memcg lifecycle ------------------------------------------------------------------
     def online_kmem(self, k: Kernel, memcg: MemCgroup) -> int:

@@ -14,6 +14,7 @@ creates it from a work item and serves the allocations in between from the root 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from memcgsim.cgroup.cgroup import css_get, css_get_many, css_put, css_put_many, css_tryget_online
@@ -84,7 +85,9 @@ class CacheReparentDesign(KmemDesign):
         self.wq = alloc_workqueue(k, "memcg_kmem_cache")
         k.memcg.extra_css_refs_map.append(self._cache_refs)
         k.memcg.extra_charged_bytes_map.append(self._cache_bytes)
-        k.quiescent_checks.append(self.check_cache_refs)
+
+    def checks(self) -> list[Callable[[Kernel], None]]:
+        return [self.check_cache_refs]
 
     # -- kernel functions -----------------------------------------------------------------
     def memcg_create_kmem_cache(self, k: Kernel, memcg: MemCgroup, root: KmemCache

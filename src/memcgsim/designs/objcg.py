@@ -9,6 +9,7 @@ double-count fixed in 5.4), so this design runs with that fix.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -62,7 +63,9 @@ class ObjcgDesign(KmemDesign):
         k.memcg.extra_css_refs_map.append(objcg_mod.objcg_css_refs)
         k.memcg.extra_charged_bytes_map.append(
             lambda k: objcg_mod.objcg_charged_bytes(k, self.objcg_object_bytes(k)))
-        k.quiescent_checks.append(lambda k: objcg_mod.check_objcg_refs(k, self.objcg_refs(k)))
+
+    def checks(self) -> list[Callable[[Kernel], None]]:
+        return [lambda k: objcg_mod.check_objcg_refs(k, self.objcg_refs(k))]
 
     # -- what holds objcg references and bytes, for the checkers --------------------------
     def objcg_refs(self, k: Kernel) -> dict[int, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from memcgsim.cgroup.cgroup import cgroup_init
@@ -14,7 +15,12 @@ from memcgsim.mm.vmscan import vmscan_init
 if TYPE_CHECKING:
     from memcgsim.kernel.kernel import Kernel
 
-__all__ = ["start_kernel"]
+__all__ = ["quiescent_checkers", "start_kernel"]
+
+
+def quiescent_checkers(k: Kernel) -> list[Callable[[Kernel], None]]:
+    """Every consistency check of a quiescent kernel: memcontrol's and the design's."""
+    return [check_memcg_refs, check_memcg_conservation, *k.design.checks()]
 
 
 def start_kernel(k: Kernel) -> None:
@@ -29,7 +35,6 @@ def start_kernel(k: Kernel) -> None:
     k.call(lambda k: cgroup_init(k, subsystems, k.config.root_subtree_control),
            name="swapper/0")
     if k.config.check_at_quiescence:
-        k.quiescent_checks.append(check_memcg_refs)
-        k.quiescent_checks.append(check_memcg_conservation)
+        k.quiescent_checks.extend(quiescent_checkers(k))
     k.init_task = k.new_task("init", cpu=0, persistent=True)
     k.trace("boot", f"cpus={k.nr_cpus}", f"seed={k.seed}")
