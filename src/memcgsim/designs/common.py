@@ -27,7 +27,11 @@ __all__ = [
 
 def cache_vmstat_idx(s: KmemCache) -> MemcgStat:
     """cache_vmstat_idx(): NR_SLAB_RECLAIMABLE for SLAB_RECLAIM_ACCOUNT caches."""
-    return MemcgStat.NR_SLAB_RECLAIMABLE if s.reclaimable else MemcgStat.NR_SLAB_UNRECLAIMABLE
+    return _RECLAIMABLE if s.reclaimable else _UNRECLAIMABLE
+
+
+_RECLAIMABLE = MemcgStat.NR_SLAB_RECLAIMABLE
+_UNRECLAIMABLE = MemcgStat.NR_SLAB_UNRECLAIMABLE
 
 
 def root_caches(k: Kernel) -> list[KmemCache]:

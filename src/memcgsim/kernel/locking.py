@@ -19,7 +19,7 @@ from memcgsim.kernel.violations import ViolationKind
 
 if TYPE_CHECKING:
     from memcgsim.kernel.kernel import Kernel
-    from memcgsim.kernel.task import Task
+    from memcgsim.kernel.task import CPU, Task
 
 __all__ = [
     "LockBase",
@@ -36,6 +36,7 @@ __all__ = [
     "mutex_unlock",
     "preempt_disable",
     "preempt_enable",
+    "preempt_enable_on",
     "spin_lock",
     "spin_lock_irq",
     "spin_lock_irqsave",
@@ -152,12 +153,16 @@ def preempt_disable(k: Kernel) -> None:
 
 
 def preempt_enable(k: Kernel) -> None:
-    cpu = k.this_cpu
+    preempt_enable_on(k, k.this_cpu)
+
+
+def preempt_enable_on(k: Kernel, cpu: CPU) -> None:
+    """preempt_enable() when the caller already has this CPU (``k.this_cpu``) at hand."""
     if cpu.preempt_count <= 0:
         k.report(ViolationKind.WARN, "preempt_enable() with preempt_count 0")
         return
     cpu.preempt_count -= 1
-    if cpu.preempt_count == 0:
+    if cpu.preempt_count == 0 and k.rcu.gp_waiting:
         k.rcu.note_qs(cpu)
 
 
@@ -182,7 +187,7 @@ def local_irq_save(k: Kernel) -> bool:
 def local_irq_restore(k: Kernel, flags: bool) -> None:
     cpu = k.this_cpu
     cpu.irqs_disabled = flags
-    if not flags:
+    if not flags and k.rcu.gp_waiting:
         k.rcu.note_qs(cpu)
 
 

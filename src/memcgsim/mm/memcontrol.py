@@ -471,6 +471,8 @@ class MemcgGlobals:
         self.extra_charged_bytes_map: list[Callable[[Kernel], dict[int, int]]] = []
         #: references on mem_cgroup_ptrs held outside heap objects: {id(ptr): n} (slab pages)
         self.extra_ptr_refs_map: list[Callable[[Kernel], dict[int, int]]] = []
+        #: memory_cgrp_id: the memory controller's subsystem id (set by cgroup_init)
+        self.memory_cgrp_id = 0
         #: 5.10's per-cpu object stocks (memcgsim.mm.objcg), when the design uses them
         self.obj_stocks: list[Any] = []
         #: list_lrus (mm/list_lru.c): every memcg-aware list_lru, drained at kmem offline
@@ -732,6 +734,7 @@ class MemoryCgrpSubsys(CgroupSubsys):
 
     def css_alloc(self, k: Kernel, parent_css: CgroupSubsysState | None
                   ) -> CgroupSubsysState | int:
+        k.memcg.memory_cgrp_id = self.id
         return mem_cgroup_css_alloc(k, parent_css)
 
     def css_online(self, k: Kernel, css: CgroupSubsysState) -> int:
@@ -748,6 +751,18 @@ class MemoryCgrpSubsys(CgroupSubsys):
 
 
 # ====================================================================== statistics
+#: member names the vmstat accesses declare, precomputed (these run on every allocation)
+_VMSTAT_FIELD = [f"vmstats[{i.name}]" for i in MemcgStat]
+_PCPU_STAT_FIELD: list[list[str]] = []
+
+
+def _pcpu_stat_field(cpu: int, idx: int) -> str:
+    while len(_PCPU_STAT_FIELD) <= cpu:
+        c = len(_PCPU_STAT_FIELD)
+        _PCPU_STAT_FIELD.append([f"cpu{c}.stat[{i.name}]" for i in MemcgStat])
+    return _PCPU_STAT_FIELD[cpu][idx]
+
+
 def __mod_memcg_state(k: Kernel, memcg: MemCgroup, idx: MemcgStat, val: int) -> None:
     """__mod_memcg_state(): batch per cpu; past the threshold, add to every ancestor.
 
@@ -758,8 +773,9 @@ def __mod_memcg_state(k: Kernel, memcg: MemCgroup, idx: MemcgStat, val: int) -> 
     if pcpu is None:
         return
     cpu = k.this_cpu.id
-    k.access(pcpu, f"cpu{cpu}.stat[{idx.name}]", AccessKind.RMW)
-    x = val + pcpu.stat[cpu][idx]
+    k.access(pcpu, _pcpu_stat_field(cpu, idx), AccessKind.RMW)
+    stat = pcpu.stat[cpu]
+    x = val + stat[idx]
     threshold = k.config.memcg_charge_batch
     if idx in MEMCG_STAT_IN_BYTES:
         threshold *= k.page_size
@@ -768,12 +784,13 @@ def __mod_memcg_state(k: Kernel, memcg: MemCgroup, idx: MemcgStat, val: int) -> 
         assert local is not None
         local.stat[cpu][idx] += x
         mi: MemCgroup | None = memcg
+        field = _VMSTAT_FIELD[idx]
         while mi is not None:
-            k.access(mi, f"vmstats[{idx.name}]", AccessKind.RMW)
+            k.access(mi, field, AccessKind.RMW)
             mi.vmstats[idx] += x
             mi = parent_mem_cgroup(mi)
         x = 0
-    pcpu.stat[cpu][idx] = x
+    stat[idx] = x
 
 
 def mod_memcg_state(k: Kernel, memcg: MemCgroup, idx: MemcgStat, val: int) -> None:
@@ -838,8 +855,9 @@ def mem_cgroup_from_task(k: Kernel, task: Task) -> MemCgroup | None:
     cset = rcu_dereference(k, task, "cgroups")
     if cset is None:
         return None
-    ss = k.cgroup.subsys("memory")
-    return mem_cgroup_from_css(cset.subsys.get(ss.id))
+    css = cset.subsys.get(k.memcg.memory_cgrp_id)
+    assert css is None or isinstance(css, MemCgroup)
+    return css
 
 
 def get_mem_cgroup_from_current(k: Kernel) -> MemCgroup:

@@ -320,6 +320,9 @@ class KmemCache(KObject):
         self.id = cid
         self.object_size = spec.object_size
         self.flags = spec.flags
+        #: SLAB_RECLAIM_ACCOUNT and SLAB_ACCOUNT as plain bools (tested on every allocation)
+        self.reclaimable = bool(spec.flags & SlabFlags.SLAB_RECLAIM_ACCOUNT)
+        self.account = bool(spec.flags & SlabFlags.SLAB_ACCOUNT)
         align = spec.align
         if spec.flags & SlabFlags.SLAB_HWCACHE_ALIGN:
             align = max(align, 64)
@@ -362,9 +365,6 @@ class KmemCache(KObject):
         """memcg_root_cache()."""
         return self.memcg_params.root_cache or self
 
-    @property
-    def reclaimable(self) -> bool:
-        return bool(self.flags & SlabFlags.SLAB_RECLAIM_ACCOUNT)
 
     def point(self, k: Kernel, what: str, kind: AccessKind = AccessKind.RMW) -> None:
         """A scheduling point on this cache's state (cpu slabs, node lists)."""

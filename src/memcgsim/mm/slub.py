@@ -34,7 +34,6 @@ from memcgsim.mm.slab_common import (
     OWNER_NONE,
     KmemCache,
     PageState,
-    SlabFlags,
     kmem_cache_by_name,
     slab_globals,
 )
@@ -63,6 +62,7 @@ _PARTIAL = int(PageState.PARTIAL)
 _FULL = int(PageState.FULL)
 _UNUSED = int(PageState.UNUSED)
 _RMW = AccessKind.RMW
+_ACCOUNT = int(Gfp.ACCOUNT)
 
 #: an empty result of kmem_cache_alloc_bulk()
 EMPTY: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
@@ -70,7 +70,7 @@ EMPTY: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
 
 def slab_accounted(s: KmemCache, gfp: int) -> bool:
     """Whether an allocation from ``s`` is charged: __GFP_ACCOUNT or SLAB_ACCOUNT."""
-    return bool(gfp & Gfp.ACCOUNT or s.flags & SlabFlags.SLAB_ACCOUNT)
+    return bool(gfp & _ACCOUNT or s.account)
 
 
 def _pt(k: Kernel, s: KmemCache, what: str) -> None:

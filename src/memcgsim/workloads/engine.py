@@ -241,6 +241,8 @@ class Runner:
         self.result = RunResult(design, spec.workload.name, size, self.seed, bulk)
         self.workers: list[Task] = [self.k.new_process(f"worker/{c}", "/", cpu=c)
                                     for c in range(self.k.nr_cpus)]
+        #: the cgroup each worker is in: workers move lazily, and out before an rmdir
+        self.where: list[str] = ["/"] * len(self.workers)
         self.kept: list[tuple[KmemCache, NDArray[np.int64]]] = []
         self.alloc_steps = 0
         self.alloc_samples = 0
@@ -263,9 +265,24 @@ class Runner:
             k.call(memcg_set_high, memcg, high_b // page, name="memory.high")
 
     def _worker(self) -> Task:
+        """The next worker in turn (for frees, which any CPU may do)."""
         w = self.workers[self._next_worker % len(self.workers)]
         self._next_worker += 1
         return w
+
+    def _move(self, i: int, path: str) -> Task:
+        """Worker ``i`` in cgroup ``path`` (one write to cgroup.procs if it is elsewhere)."""
+        w = self.workers[i]
+        if self.where[i] != path:
+            self.k.attach(w, path)
+            self.where[i] = path
+        return w
+
+    def _evacuate(self, path: str) -> None:
+        """Move every worker inside ``path`` (or below it) back to the root."""
+        for i, where in enumerate(self.where):
+            if where == path or where.startswith(path + "/"):
+                self._move(i, "/")
 
     # -- the task bodies --------------------------------------------------------------------
     def _alloc_body(self, k: Kernel, s: KmemCache, gfp: int, n: int, fate: str
@@ -337,17 +354,17 @@ class Runner:
         s = kmem_cache_by_name(k, a.cache)
         gfp = GFP_KERNEL | (Gfp.ACCOUNT if a.account else 0)
         per, extra = divmod(n, a.threads)
+        # The scheduler spreads a cgroup's threads over the CPUs: each burst starts on the
+        # next CPU in turn.
+        first = self._next_worker
+        self._next_worker += 1
         for t in range(a.threads):
             nt = per + (1 if t < extra else 0)
             if not nt:
                 continue
-            w = self._worker()
-            if o.path != "/":
-                k.attach(w, o.path)
+            w = self._move((first + t) % len(self.workers), o.path)
             n0 = self.result.alloc_failures
             objs = k.call(self._alloc_body, s, gfp, nt, a.fate, task=w)
-            if o.path != "/":
-                k.attach(w, "/")
             self.result.objects_allocated += nt - (self.result.alloc_failures - n0)
             if not len(objs):
                 continue
@@ -373,6 +390,7 @@ class Runner:
         o.held.clear()
         o.alive = False
         if o.own_cgroup:
+            self._evacuate(o.path)
             k.rmdir(o.path)
             self.result.cgroups_removed += 1
 
@@ -381,6 +399,7 @@ class Runner:
         if ev.drop_caches is not None:
             k.call(drop_caches, ev.drop_caches, name="drop_caches")
         if ev.rmdir is not None:
+            self._evacuate(ev.rmdir)
             k.rmdir(ev.rmdir)
             self.result.cgroups_removed += 1
 
