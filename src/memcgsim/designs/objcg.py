@@ -16,10 +16,13 @@ import numpy as np
 
 from memcgsim.designs.base import KmemDesign, Objs, ReparentWork
 from memcgsim.designs.common import cache_vmstat_idx, owner_runs, slab_owner_counts
+from memcgsim.kernel.heap import GFP_KERNEL
 from memcgsim.kernel.percpu_ref import percpu_ref_get_many, percpu_ref_put_many
+from memcgsim.kernel.rcu import rcu_read_lock, rcu_read_unlock
 from memcgsim.kernel.task import AccessKind
 from memcgsim.mm import objcg as objcg_mod
-from memcgsim.mm.memcontrol import MemcgStat, _memcg_path
+from memcgsim.mm.memcontrol import MemCgroup as MemCgroupCls
+from memcgsim.mm.memcontrol import MemcgStat, _memcg_path, mod_memcg_state
 from memcgsim.mm.objcg import ObjCgroup
 from memcgsim.mm.slab_common import owner_handle
 from memcgsim.mm.slub import slab_accounted
@@ -35,6 +38,36 @@ __all__ = ["ObjcgDesign", "obj_full_size"]
 
 _W = AccessKind.WRITE
 _RMW = AccessKind.RMW
+
+
+#: per-cpu bytes of one memcg's statistics, per CPU: what "percpu" grows by for each child
+#: cgroup (7008 bytes on a 2-CPU 6.1 kernel: reference/linux-6.1-cgroupfs.md)
+MEMCG_PERCPU_BYTES_PER_CPU = 3504
+
+
+def memcg_percpu_bytes(k: Kernel) -> int:
+    """Bytes of per-cpu memory a memcg's statistics take on this machine."""
+    return MEMCG_PERCPU_BYTES_PER_CPU * k.nr_cpus
+
+
+def _parent_of_new(memcg: MemCgroup) -> MemCgroup | None:
+    """The parent of a memcg in css_alloc (its css is not linked yet; its counter is)."""
+    pc = memcg.memory.parent
+    if pc is None:
+        return None
+    owner = pc._kowner
+    return owner if isinstance(owner, MemCgroupCls) else None
+
+
+def _percpu_charges(k: Kernel) -> list[tuple[MemCgroup, ObjCgroup]]:
+    from memcgsim.mm.memcontrol import all_memcgs
+
+    out = []
+    for m in all_memcgs(k):
+        o = getattr(m, "_kpercpu_objcg", None)
+        if o is not None:
+            out.append((m, o))
+    return out
 
 
 def obj_full_size(s: KmemCache) -> int:
@@ -71,9 +104,12 @@ class ObjcgDesign(KmemDesign):
     def objcg_refs(self, k: Kernel) -> dict[int, int]:
         """References objects hold on objcgs, by id(objcg)."""
         out: dict[int, int] = {}
+        for _m, pc in _percpu_charges(k):
+            out[id(pc)] = out.get(id(pc), 0) + 1
         if hasattr(k, "slab"):
             for h, (n, _) in slab_owner_counts(k).items():
-                out[id(k.slab.owners[h])] = n
+                key = id(k.slab.owners[h])
+                out[key] = out.get(key, 0) + n
         for obj in k.heap.live.values():
             o = getattr(obj, "objcg", None)
             if isinstance(o, ObjCgroup) and getattr(obj, "_kaccounted", False):
@@ -83,9 +119,12 @@ class ObjcgDesign(KmemDesign):
     def objcg_object_bytes(self, k: Kernel) -> dict[int, int]:
         """Bytes of live objects charged through each objcg, by id(objcg)."""
         out: dict[int, int] = {}
+        for _, pc in _percpu_charges(k):
+            out[id(pc)] = out.get(id(pc), 0) + memcg_percpu_bytes(k)
         if hasattr(k, "slab"):
             for h, (n, nr_bytes) in slab_owner_counts(k).items():
-                out[id(k.slab.owners[h])] = nr_bytes + 8 * n
+                key = id(k.slab.owners[h])
+                out[key] = out.get(key, 0) + nr_bytes + 8 * n
         for obj in k.heap.live.values():
             o = getattr(obj, "objcg", None)
             if isinstance(o, ObjCgroup) and getattr(obj, "_kaccounted", False):
@@ -104,7 +143,56 @@ class ObjcgDesign(KmemDesign):
 
     # -- the design interface -------------------------------------------------------------
     def online_kmem(self, k: Kernel, memcg: MemCgroup) -> int:
-        return objcg_mod.memcg_online_objcg(k, memcg)
+        ret = objcg_mod.memcg_online_objcg(k, memcg)
+        if not ret:
+            self.pcpu_memcg_charge(k, memcg)
+        return ret
+
+    def free_kmem(self, k: Kernel, memcg: MemCgroup) -> None:
+        self.pcpu_memcg_uncharge(k, memcg)
+
+    # -- percpu accounting (5.9: "mm: memcg/percpu: account percpu memory to memory cgroups",
+    #    "mm: memcg: charge memcg percpu memory to the parent cgroup") -----------------------
+    def pcpu_memcg_charge(self, k: Kernel, memcg: MemCgroup) -> None:
+        """pcpu_memcg_pre/post_alloc_hook() for the memcg's own per-cpu statistics, which
+        mem_cgroup_css_alloc() allocates under set_active_memcg(parent): charge them to the
+        parent's objcg (none for children of the root) and count them as its "percpu".
+
+        Model simplification: charged when the memcg's kmem goes online, right after
+        mem_cgroup_alloc() in the kernel's order; a failed charge is ignored (the kernel would
+        fail the allocation and mkdir).
+        """
+        parent = _parent_of_new(memcg)
+        t = k.current
+        if parent is None or t is None:
+            return
+        old = t.active_memcg
+        t.active_memcg = parent  # set_active_memcg(parent)
+        objcg = objcg_mod.get_obj_cgroup_from_current(k)
+        t.active_memcg = old
+        if objcg is None:
+            return
+        size = memcg_percpu_bytes(k)
+        if objcg_mod.obj_cgroup_charge(k, objcg, GFP_KERNEL, size):
+            objcg_mod.obj_cgroup_put(k, objcg)
+            return
+        memcg._kpercpu_objcg = objcg  # chunk->obj_cgroups[off], with its reference
+        rcu_read_lock(k)
+        mod_memcg_state(k, objcg_mod.obj_cgroup_memcg(k, objcg), MemcgStat.MEMCG_PERCPU_B, size)
+        rcu_read_unlock(k)
+
+    def pcpu_memcg_uncharge(self, k: Kernel, memcg: MemCgroup) -> None:
+        """pcpu_memcg_free_hook(): uncharge through the objcg (wherever it points now)."""
+        objcg = getattr(memcg, "_kpercpu_objcg", None)
+        if objcg is None:
+            return
+        memcg._kpercpu_objcg = None
+        size = memcg_percpu_bytes(k)
+        objcg_mod.obj_cgroup_uncharge(k, objcg, size)
+        rcu_read_lock(k)
+        mod_memcg_state(k, objcg_mod.obj_cgroup_memcg(k, objcg), MemcgStat.MEMCG_PERCPU_B, -size)
+        rcu_read_unlock(k)
+        objcg_mod.obj_cgroup_put(k, objcg)
 
     def offline_kmem(self, k: Kernel, memcg: MemCgroup, parent: MemCgroup) -> None:
         lock = k.cgroup.css_set_lock

@@ -234,6 +234,9 @@ class MemCgroup(CgroupSubsysState):
         self.objcg: Any = None
         #: 5.9+ (objcg design): struct list_head objcg_list, reparented objcgs (css_set_lock)
         self.objcg_list = ListHead(self, "objcg_list")
+        #: model bookkeeping: the objcg (and its reference) this memcg's per-cpu statistics
+        #: were charged through (the percpu chunk's obj_cgroups[] entry), 5.9+
+        self._kpercpu_objcg: Any = None
 
 
 def mem_cgroup_from_css(css: CgroupSubsysState | None) -> MemCgroup | None:
