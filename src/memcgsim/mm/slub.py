@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from memcgsim.kernel.heap import Gfp
-from memcgsim.kernel.task import AccessKind
+from memcgsim.kernel.task import AccessKind, Context
 from memcgsim.kernel.violations import ViolationKind
 from memcgsim.mm.slab_common import (
     OWNER_FREE,
@@ -63,9 +63,18 @@ _FULL = int(PageState.FULL)
 _UNUSED = int(PageState.UNUSED)
 _RMW = AccessKind.RMW
 _ACCOUNT = int(Gfp.ACCOUNT)
+_DIRECT_RECLAIM = int(Gfp.DIRECT_RECLAIM)
 
 #: an empty result of kmem_cache_alloc_bulk()
 EMPTY: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+
+
+def _atomic_or_rcu(k: Kernel) -> bool:
+    """Whether might_sleep() would complain here (checked first, so that the message is only
+    built when it is needed: this runs on every allocation)."""
+    cpu = k.this_cpu
+    return bool(cpu.preempt_count or cpu.irqs_disabled or cpu.rcu_nesting
+                or (k.current is not None and k.current.context is not Context.PROCESS))
 
 
 def slab_accounted(s: KmemCache, gfp: int) -> bool:
@@ -212,7 +221,7 @@ def kmem_cache_alloc(k: Kernel, s: KmemCache | str, gfp: int) -> int:
     -1 if the charge or the slab page allocation failed."""
     if isinstance(s, str):
         s = kmem_cache_by_name(k, s)
-    if gfp & Gfp.DIRECT_RECLAIM:
+    if gfp & _DIRECT_RECLAIM and _atomic_or_rcu(k):
         k.might_sleep(f"kmem_cache_alloc({s.name}, GFP_KERNEL)")
     design = k.design
     c, ctx = design.slab_pre_alloc_hook(k, s, 1, gfp)
@@ -238,7 +247,7 @@ def kmem_cache_alloc_bulk(k: Kernel, s: KmemCache | str, gfp: int,
         s = kmem_cache_by_name(k, s)
     if nr <= 0:
         return EMPTY
-    if gfp & Gfp.DIRECT_RECLAIM:
+    if gfp & _DIRECT_RECLAIM and _atomic_or_rcu(k):
         k.might_sleep(f"kmem_cache_alloc_bulk({s.name}, GFP_KERNEL)")
     design = k.design
     c, ctx = design.slab_pre_alloc_hook(k, s, nr, gfp)

@@ -73,6 +73,10 @@ class RunResult:
     slab_pages_end: int = 0
     slab_utilization: float = 0.0
     pinned_bytes_at_end: int = 0
+    #: bytes the per-page ownership vectors take at the end (one pointer per object slot of
+    #: every slab page holding an owned object); kmalloc()ed in the kernel, not in the slab
+    #: pages counted above
+    ownership_vector_bytes: int = 0
     reparent_work_max: int = 0
     reparent_steps_max: int = 0
     reparent_locked_steps_max: int = 0
@@ -468,6 +472,11 @@ class Runner:
         live = sum(s.nr_inuse * s.size for s in g.caches if not s.destroyed)
         r.objects_live_end = sum(s.nr_inuse for s in g.caches if not s.destroyed)
         r.slab_utilization = live / (g.pages_now * k.page_size) if g.pages_now else 0.0
+        for s in g.caches:
+            if s.is_root_cache and not s.destroyed:
+                a = s.arena
+                owned = (a.owner.reshape(a.nr_pages, s.objects) > 0).any(axis=1)
+                r.ownership_vector_bytes += int(owned.sum()) * s.objects * 8
         dying = {id(m) for m in all_memcgs(k) if m.refcnt.flags & 2}
         r.pinned_bytes_at_end = k.design.pinned_bytes(k, dying)
         r.dying_caches_at_end = k.design.dying_caches(k)
