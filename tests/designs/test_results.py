@@ -139,3 +139,15 @@ def test_same_seed_same_results_other_seed_other_run() -> None:
         j.pop("wall_seconds")
     assert ja == jb
     assert ja != jc
+
+
+@pytest.mark.parametrize("design", DESIGNS)
+def test_nothing_leaks_and_destroyed_caches_are_freed(design: str) -> None:
+    runner = Runner(builtin_scenario("systemd-churn", "small"), design, size="small")
+    runner.run()
+    k = runner.k
+    assert k.heap.unreachable() == []
+    gone = [c for c in k.slab.caches if c.destroyed]
+    if design == "cache-reparent":
+        assert gone  # emptied dying copies were shut down...
+    assert all(c._kstate.name == "FREED" for c in gone)  # ...and their structs freed

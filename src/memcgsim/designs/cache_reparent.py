@@ -54,7 +54,12 @@ from memcgsim.mm.memcontrol import (
 )
 from memcgsim.mm.page_counter import page_counter_uncharge
 from memcgsim.mm.slab_common import KmemCache, kmem_cache_create
-from memcgsim.mm.slub import kmem_cache_shrink, kmem_cache_shutdown, slab_accounted
+from memcgsim.mm.slub import (
+    kmem_cache_shrink,
+    kmem_cache_shutdown,
+    slab_accounted,
+    slab_kmem_cache_release,
+)
 
 if TYPE_CHECKING:
     from memcgsim.kernel.kernel import Kernel
@@ -341,4 +346,5 @@ def kmemcg_cache_shutdown_after_rcu(k: Kernel, c: KmemCache) -> None:
         css_put(k, memcg)
     percpu_ref_exit(k, c.memcg_params.refcnt)
     k.trace("kmemcg_cache_shutdown", c.name)
+    slab_kmem_cache_release(k, c)
 

@@ -36,7 +36,12 @@ from memcgsim.mm.memcontrol import (
 )
 from memcgsim.mm.page_counter import page_counter_uncharge
 from memcgsim.mm.slab_common import KmemCache, kmem_cache_create, owner_handle
-from memcgsim.mm.slub import kmem_cache_shrink, kmem_cache_shutdown, slab_accounted
+from memcgsim.mm.slub import (
+    kmem_cache_shrink,
+    kmem_cache_shutdown,
+    slab_accounted,
+    slab_kmem_cache_release,
+)
 
 if TYPE_CHECKING:
     from memcgsim.kernel.kernel import Kernel
@@ -122,6 +127,8 @@ class PagePinningDesign(KmemDesign):
             if not kmem_cache_shutdown(k, c):
                 k.report(ViolationKind.BUG, f"kmem_cache_destroy {c.name}: Slab cache still "
                                             "has objects")
+                continue
+            slab_kmem_cache_release(k, c)
         mutex_unlock(k, g.slab_mutex)
 
     # -- the design interface -------------------------------------------------------------

@@ -283,10 +283,15 @@ class SlabArena:
         return sum(int(a.nbytes) for a in arrays) + 8 * len(self.free_pages)
 
 
-class MemcgCacheParams:
-    """struct memcg_cache_params: root cache link, memcg copies, and 5.3's lifecycle."""
+class MemcgCacheParams(KObject):
+    """struct memcg_cache_params (embedded in struct kmem_cache): root cache link, memcg
+    copies, and 5.3's lifecycle."""
+
+    ktype = "struct memcg_cache_params"
 
     def __init__(self, owner: KmemCache) -> None:
+        super().__init__()
+        self.embed(owner, "memcg_params")
         #: NULL for a root cache
         self.root_cache: KmemCache | None = None
         #: the memcg a per-memcg copy belongs to (reparented in 5.3)
@@ -393,8 +398,9 @@ class SlabGlobals:
         k.heap.root_providers.append(self.referenced_owners)
 
     def referenced_owners(self) -> list[Any]:
-        """Owners some live slab object references (roots for the kmemleak scan)."""
-        out: list[Any] = []
+        """Roots for the kmemleak scan: every cache not destroyed (slab_caches), and the
+        owners some live slab object references."""
+        out: list[Any] = [s for s in self.caches if not s.destroyed]
         seen: set[int] = set()
         for s in self.caches:
             if not s.is_root_cache or s.destroyed:

@@ -55,6 +55,7 @@ __all__ = [
     "kmem_cache_shrink",
     "kmem_cache_shutdown",
     "slab_accounted",
+    "slab_kmem_cache_release",
 ]
 
 _CPU = int(PageState.CPU)
@@ -467,9 +468,18 @@ def kmem_cache_shrink(k: Kernel, s: KmemCache) -> int:
     return len(empty)
 
 
+def slab_kmem_cache_release(k: Kernel, s: KmemCache) -> None:
+    """slab_kmem_cache_release(): free the struct kmem_cache of a shut-down cache (a later
+    access to it is a use-after-free)."""
+    if not s._kstatic and s._koid in k.heap.live:
+        k.point(s, "<slab>", AccessKind.WRITE)
+        k.heap.release(s)
+
+
 def kmem_cache_shutdown(k: Kernel, s: KmemCache) -> bool:
-    """shutdown_cache() / __kmem_cache_shutdown(): destroy ``s`` if it has no objects in use
-    (True); otherwise leave it ("Slab cache still has objects") and return False."""
+    """__kmem_cache_shutdown() and shutdown_cache()'s unpublishing: destroy ``s`` if it has
+    no objects in use (True); otherwise leave it ("Slab cache still has objects") and return
+    False.  The caller unlinks it, then frees it with slab_kmem_cache_release()."""
     kmem_cache_shrink(k, s)
     if s.nr_slabs:
         return False
