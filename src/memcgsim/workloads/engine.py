@@ -81,6 +81,11 @@ class RunResult:
     reparent_steps_max: int = 0
     reparent_locked_steps_max: int = 0
     reparent_offlines: int = 0
+    #: the largest count of each kind of item one offline touched, and the mean items
+    reparent_ptrs_max: int = 0
+    reparent_objects_max: int = 0
+    reparent_caches_max: int = 0
+    reparent_work_mean: float = 0.0
     alloc_steps_mean: float = 0.0
     conservation_ok: bool = True
     violations: list[str] = field(default_factory=list)
@@ -99,6 +104,7 @@ class RunResult:
         d["dying_timeline"] = [[t, n] for t, n in self.dying_timeline]
         d["slab_utilization"] = round(self.slab_utilization, 4)
         d["alloc_steps_mean"] = round(self.alloc_steps_mean, 2)
+        d["reparent_work_mean"] = round(self.reparent_work_mean, 2)
         d["sim_seconds"] = round(self.sim_seconds, 3)
         d["wall_seconds"] = round(self.wall_seconds, 3)
         return d
@@ -486,6 +492,10 @@ class Runner:
             r.reparent_work_max = max(w.touched for w in work)
             r.reparent_steps_max = max(w.steps for w in work)
             r.reparent_locked_steps_max = max(w.locked_steps for w in work)
+            r.reparent_ptrs_max = max(w.ptrs for w in work)
+            r.reparent_objects_max = max(w.objects for w in work)
+            r.reparent_caches_max = max(w.caches for w in work)
+            r.reparent_work_mean = sum(w.touched for w in work) / len(work)
         r.alloc_steps_mean = self.alloc_steps / self.alloc_samples if self.alloc_samples else 0.0
         r.violations = [f"{v.kind}: {v.message}" for v in k.violations]
         r.conservation_ok = not any(v.kind is ViolationKind.ACCOUNTING for v in k.violations)
