@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from memcgsim.cgroup.cgroup import css_get, css_get_many, css_put, css_put_many, css_tryget_online
 from memcgsim.designs.base import KmemDesign, Objs, ReparentWork
-from memcgsim.designs.common import cache_vmstat_idx, memcg_cache_name, root_caches
+from memcgsim.designs.common import (
+    SlabBackedKmalloc,
+    cache_vmstat_idx,
+    memcg_cache_name,
+    root_caches,
+)
 from memcgsim.kernel.list import (
     list_add,
     list_del,
@@ -75,7 +80,7 @@ def _cache_of_ref(ref: PercpuRef) -> KmemCache:
     return c
 
 
-class CacheReparentDesign(KmemDesign):
+class CacheReparentDesign(SlabBackedKmalloc, KmemDesign):
     """cache-reparent: per-memcg caches reparented at offline, destroyed when empty (5.3)."""
 
     name = "cache-reparent"

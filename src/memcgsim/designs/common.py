@@ -13,9 +13,11 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
     from memcgsim.kernel.kernel import Kernel
+    from memcgsim.kernel.objects import KObject
     from memcgsim.mm.memcontrol import MemCgroup
 
 __all__ = [
+    "SlabBackedKmalloc",
     "accounted_cache",
     "cache_vmstat_idx",
     "memcg_cache_name",
@@ -84,3 +86,35 @@ def owner_runs(hs: NDArray[np.int32]) -> list[tuple[int, int]]:
     uniq, first, counts = np.unique(hs, return_index=True, return_counts=True)
     order = np.argsort(first, kind="stable")
     return list(zip(uniq[order].tolist(), counts[order].tolist(), strict=True))
+
+
+class SlabBackedKmalloc:
+    """charge_obj/uncharge_obj for designs whose accounting lives in the slab pages: an
+    accounted kmalloc() of a model object takes a slot of the kmalloc cache of its size (as
+    kmalloc() does: kmalloc_slab()), so the design charges it as it charges any slab object;
+    kfree() frees the slot.  Sizes above the largest kmalloc cache (8 KiB) would come from the
+    page allocator; the model does not account those."""
+
+    def charge_obj(self, k: Kernel, obj: KObject, nr_bytes: int, gfp: int) -> bool:
+        from memcgsim.mm.slab_common import KMALLOC_SIZES, kmalloc_index, kmem_cache_by_name
+        from memcgsim.mm.slub import kmem_cache_alloc
+
+        if nr_bytes > KMALLOC_SIZES[-1]:
+            return True
+        s = kmem_cache_by_name(k, kmalloc_index(nr_bytes))
+        idx = kmem_cache_alloc(k, s, gfp)
+        if idx < 0:
+            return False
+        obj._kslab_slot = (s, idx)  # type: ignore[attr-defined]
+        obj._kaccounted = True  # type: ignore[attr-defined]
+        return True
+
+    def uncharge_obj(self, k: Kernel, obj: KObject) -> None:
+        from memcgsim.mm.slub import kmem_cache_free
+
+        slot = getattr(obj, "_kslab_slot", None)
+        obj._kaccounted = False  # type: ignore[attr-defined]
+        if slot is None:
+            return
+        obj._kslab_slot = None  # type: ignore[attr-defined]
+        kmem_cache_free(k, slot[0], slot[1])

@@ -20,7 +20,12 @@ import numpy as np
 
 from memcgsim.cgroup.cgroup import css_put, css_put_many
 from memcgsim.designs.base import KmemDesign, Objs, ReparentWork
-from memcgsim.designs.common import cache_vmstat_idx, memcg_cache_name, root_caches
+from memcgsim.designs.common import (
+    SlabBackedKmalloc,
+    cache_vmstat_idx,
+    memcg_cache_name,
+    root_caches,
+)
 from memcgsim.kernel.list import list_add, list_del, list_for_each_entry
 from memcgsim.kernel.locking import mutex_lock, mutex_unlock
 from memcgsim.kernel.rcu import call_rcu
@@ -50,7 +55,7 @@ if TYPE_CHECKING:
 __all__ = ["PagePinningDesign"]
 
 
-class PagePinningDesign(KmemDesign):
+class PagePinningDesign(SlabBackedKmalloc, KmemDesign):
     """page-pinning: per-memcg caches whose slab pages hold css references (4.x)."""
 
     name = "page-pinning"

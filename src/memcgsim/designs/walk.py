@@ -22,6 +22,7 @@ import numpy as np
 from memcgsim.cgroup.cgroup import css_get_many, css_put, css_put_many
 from memcgsim.designs.base import KmemDesign, Objs, ReparentWork
 from memcgsim.designs.common import (
+    SlabBackedKmalloc,
     accounted_cache,
     cache_vmstat_idx,
     owner_runs,
@@ -52,7 +53,7 @@ _RMW = AccessKind.RMW
 memcg_kmem_uncharge_subpage = __memcg_kmem_uncharge_subpage
 
 
-class WalkDesign(KmemDesign):
+class WalkDesign(SlabBackedKmalloc, KmemDesign):
     """walk: objects reference the memcg directly; offline repoints every object."""
 
     name = "walk"
