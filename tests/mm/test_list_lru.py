@@ -167,3 +167,17 @@ def test_drop_caches_2_frees_every_cached_object(design: str) -> None:
     with pytest.raises(ValueError):
         drop_caches(k, 4)
     assert not np.any(s.arena.owner[: s.arena.nr_pages * s.objects] > 0)
+
+
+@pytest.mark.parametrize("design", DESIGNS)
+def test_stat_missing_leaves_charged_negative_dentries_on_the_lru(design: str) -> None:
+    from memcgsim.fs.dcache import stat_missing
+
+    k = Kernel(nr_cpus=2, seed=0, design=design)
+    k.mkdir("/a")
+    p = k.new_process("p", "/a")
+    objs = k.call(stat_missing, 300, task=p)
+    lru = kmem_cache_by_name(k, "dentry").list_lru
+    assert lru is not None and len(objs) == 300
+    assert list_lru_count_one(lru, k.mem_cgroup("/a")) == 300
+    assert memory_current_bytes(k, k.mem_cgroup("/a")) >= 300 * 192
