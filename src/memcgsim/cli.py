@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Annotated
 
@@ -30,6 +31,99 @@ def demo(
     from memcgsim.report.narrate import narrate_seed
 
     raise typer.Exit(narrate_seed(Console(), nr_objects=objects, nr_cpus=cpus, seed=seed))
+
+
+def _usage_error(message: str) -> typer.Exit:
+    """One line on stderr, exit status 2 (bad input), no traceback."""
+    print(f"memcgsim: error: {message}", file=sys.stderr)
+    return typer.Exit(2)
+
+
+@app.command("run")
+def run_cmd(
+    scenario: Annotated[str, typer.Argument(help="a built-in workload or a scenario .toml file")],
+    design: Annotated[str, typer.Option(help="accounting design")] = "memcg-ptr",
+    size: Annotated[str, typer.Option(help="small, default or large")] = "default",
+    seed: Annotated[int | None, typer.Option(min=0, help="seed (default: the scenario's)")
+                    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    per_object: Annotated[bool, typer.Option(
+        "--per-object", help="allocate and free one object at a time, not in bulk")] = False,
+    output: Annotated[str | None, typer.Option(help="also write the JSON to this file")
+                      ] = None,
+) -> None:
+    """Run a workload on one design and report its metrics."""
+    from memcgsim.report.compare import (
+        compare_json,
+        console,
+        load_workload,
+        parse_designs,
+        print_compare,
+        run_compare,
+        write_atomic,
+    )
+    from memcgsim.workloads.spec import ScenarioError
+
+    try:
+        spec = load_workload(scenario, size)
+        designs = parse_designs(design, "--design")
+        if len(designs) != 1:
+            raise ScenarioError("--design", "", "expected one design (compare runs several)")
+    except ScenarioError as e:
+        raise _usage_error(str(e)) from None
+    the_seed = spec.workload.seed if seed is None else seed
+    results = run_compare(spec, designs, size, the_seed, bulk=not per_object)
+    data = compare_json(spec, size, the_seed, results)
+    one = {"workload": data["workload"], "size": size, "seed": the_seed,
+           "design": designs[0], **data["designs"][designs[0]]}
+    if output:
+        write_atomic(output, one)
+    if json_out:
+        typer.echo(json.dumps(one, indent=2))
+    else:
+        print_compare(console(), spec, size, the_seed, results)
+
+
+@app.command("compare")
+def compare_cmd(
+    scenario: Annotated[str, typer.Argument(help="a built-in workload or a scenario .toml file")],
+    designs: Annotated[str | None, typer.Option(help="comma-separated designs (default all)")
+                       ] = None,
+    size: Annotated[str, typer.Option(help="small, default or large")] = "default",
+    seed: Annotated[int | None, typer.Option(min=0, help="seed (default: the scenario's)")
+                    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    per_object: Annotated[bool, typer.Option(
+        "--per-object", help="allocate and free one object at a time, not in bulk")] = False,
+    output: Annotated[str | None, typer.Option(help="also write the JSON to this file")
+                      ] = None,
+) -> None:
+    """Run a workload on several designs and compare them side by side."""
+    from memcgsim.report.compare import (
+        compare_json,
+        console,
+        load_workload,
+        parse_designs,
+        print_compare,
+        run_compare,
+        write_atomic,
+    )
+    from memcgsim.workloads.spec import ScenarioError
+
+    try:
+        spec = load_workload(scenario, size)
+        names = parse_designs(designs)
+    except ScenarioError as e:
+        raise _usage_error(str(e)) from None
+    the_seed = spec.workload.seed if seed is None else seed
+    results = run_compare(spec, names, size, the_seed, bulk=not per_object)
+    data = compare_json(spec, size, the_seed, results)
+    if output:
+        write_atomic(output, data)
+    if json_out:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        print_compare(console(), spec, size, the_seed, results)
 
 
 @app.command()

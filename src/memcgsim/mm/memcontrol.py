@@ -239,6 +239,9 @@ class MemCgroup(CgroupSubsysState):
         self.objcg: Any = None
         #: 5.9+ (objcg design): struct list_head objcg_list, reparented objcgs (css_set_lock)
         self.objcg_list = ListHead(self, "objcg_list")
+        #: model bookkeeping: the objcg (and its reference) this memcg's per-cpu statistics
+        #: were charged through (the percpu chunk's obj_cgroups[] entry), 5.9+
+        self._kpercpu_objcg: Any = None
 
 
 def mem_cgroup_from_css(css: CgroupSubsysState | None) -> MemCgroup | None:
@@ -476,8 +479,12 @@ class MemcgGlobals:
         self.extra_charged_bytes_map: list[Callable[[Kernel], dict[int, int]]] = []
         #: references on mem_cgroup_ptrs held outside heap objects: {id(ptr): n} (slab pages)
         self.extra_ptr_refs_map: list[Callable[[Kernel], dict[int, int]]] = []
+        #: memory_cgrp_id: the memory controller's subsystem id (set by cgroup_init)
+        self.memory_cgrp_id = 0
         #: 5.10's per-cpu object stocks (memcgsim.mm.objcg), when the design uses them
         self.obj_stocks: list[Any] = []
+        #: list_lrus (mm/list_lru.c): every memcg-aware list_lru, drained at kmem offline
+        self.list_lrus: list[Any] = []
 
 
 def memcg_alloc_cache_id(k: Kernel) -> int:
@@ -687,10 +694,11 @@ def memcg_offline_kmem(k: Kernel, memcg: MemCgroup) -> None:
 
 
 def memcg_drain_all_list_lrus(k: Kernel, src_idx: int, dst_memcg: MemCgroup) -> None:
-    """memcg_drain_all_list_lrus(): hook for list_lru (none until slab caches exist)."""
-    hook = getattr(k.memcg, "drain_all_list_lrus", None)
-    if hook is not None:
-        hook(k, src_idx, dst_memcg)
+    """memcg_drain_all_list_lrus(): splice every list_lru's list of kmemcg id ``src_idx``
+    into ``dst_memcg``'s (mm/list_lru.c)."""
+    from memcgsim.mm.list_lru import memcg_drain_all_list_lrus as drain
+
+    drain(k, src_idx, dst_memcg)
 
 
 def memcg_free_kmem(k: Kernel, memcg: MemCgroup) -> None:
@@ -698,6 +706,8 @@ def memcg_free_kmem(k: Kernel, memcg: MemCgroup) -> None:
     if memcg.kmem_state is KmemState.KMEM_ONLINE:
         memcg_offline_kmem(k, memcg)
     if memcg.kmem_state is KmemState.KMEM_ALLOCATED:
+        # 4.x: memcg_destroy_kmem_caches() here; whatever the design frees at css_free.
+        k.design.free_kmem(k, memcg)
         k.memcg.memcg_kmem_enabled_key -= 1
 
 
@@ -734,6 +744,7 @@ class MemoryCgrpSubsys(CgroupSubsys):
 
     def css_alloc(self, k: Kernel, parent_css: CgroupSubsysState | None
                   ) -> CgroupSubsysState | int:
+        k.memcg.memory_cgrp_id = self.id
         return mem_cgroup_css_alloc(k, parent_css)
 
     def css_online(self, k: Kernel, css: CgroupSubsysState) -> int:
@@ -750,6 +761,18 @@ class MemoryCgrpSubsys(CgroupSubsys):
 
 
 # ====================================================================== statistics
+#: member names the vmstat accesses declare, precomputed (these run on every allocation)
+_VMSTAT_FIELD = [f"vmstats[{i.name}]" for i in MemcgStat]
+_PCPU_STAT_FIELD: list[list[str]] = []
+
+
+def _pcpu_stat_field(cpu: int, idx: int) -> str:
+    while len(_PCPU_STAT_FIELD) <= cpu:
+        c = len(_PCPU_STAT_FIELD)
+        _PCPU_STAT_FIELD.append([f"cpu{c}.stat[{i.name}]" for i in MemcgStat])
+    return _PCPU_STAT_FIELD[cpu][idx]
+
+
 def __mod_memcg_state(k: Kernel, memcg: MemCgroup, idx: MemcgStat, val: int) -> None:
     """__mod_memcg_state(): batch per cpu; past the threshold, add to every ancestor.
 
@@ -760,8 +783,9 @@ def __mod_memcg_state(k: Kernel, memcg: MemCgroup, idx: MemcgStat, val: int) -> 
     if pcpu is None:
         return
     cpu = k.this_cpu.id
-    k.access(pcpu, f"cpu{cpu}.stat[{idx.name}]", AccessKind.RMW)
-    x = val + pcpu.stat[cpu][idx]
+    k.access(pcpu, _pcpu_stat_field(cpu, idx), AccessKind.RMW)
+    stat = pcpu.stat[cpu]
+    x = val + stat[idx]
     threshold = k.config.memcg_charge_batch
     if idx in MEMCG_STAT_IN_BYTES:
         threshold *= k.page_size
@@ -770,12 +794,13 @@ def __mod_memcg_state(k: Kernel, memcg: MemCgroup, idx: MemcgStat, val: int) -> 
         assert local is not None
         local.stat[cpu][idx] += x
         mi: MemCgroup | None = memcg
+        field = _VMSTAT_FIELD[idx]
         while mi is not None:
-            k.access(mi, f"vmstats[{idx.name}]", AccessKind.RMW)
+            k.access(mi, field, AccessKind.RMW)
             mi.vmstats[idx] += x
             mi = parent_mem_cgroup(mi)
         x = 0
-    pcpu.stat[cpu][idx] = x
+    stat[idx] = x
 
 
 def mod_memcg_state(k: Kernel, memcg: MemCgroup, idx: MemcgStat, val: int) -> None:
@@ -844,8 +869,9 @@ def mem_cgroup_from_task(k: Kernel, task: Task) -> MemCgroup | None:
     cset = rcu_dereference(k, task, "cgroups")
     if cset is None:
         return None
-    ss = k.cgroup.subsys("memory")
-    return mem_cgroup_from_css(cset.subsys.get(ss.id))
+    css = cset.subsys.get(k.memcg.memory_cgrp_id)
+    assert css is None or isinstance(css, MemCgroup)
+    return css
 
 
 def get_mem_cgroup_from_current(k: Kernel) -> MemCgroup:
