@@ -3,8 +3,11 @@ failed, and no input makes the shell raise."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
+from memcgsim.shell import Shell
 from tests.shell.conftest import run_script
 
 
@@ -119,17 +122,43 @@ def test_kill_ends_a_process_so_its_cgroup_can_go() -> None:
     assert run.out.startswith("nr_descendants 0\n")
 
 
-def test_drop_caches_and_stat_missing_say_why_they_cannot_run_yet() -> None:
-    us = run_script("").us
-    if us.kmem.has_shrinkers():
-        pytest.fail("the adapter has shrinkers now: test drop_caches for real instead")
-    run = run_script("drop_caches 2\nspawn p\nstat-missing p 1\ndrop_caches 1")
-    assert run.status == 1
-    assert run.err.splitlines() == [
-        "sh: write error: drop_caches needs slab shrinkers, which this model does not have yet",
-        "stat-missing: stat-missing needs the dentry cache, which this model does not have yet",
-    ]
-    assert run.us.sysctl_drop_caches == 1
+def _slab(run_us: object, path: str) -> int:
+    from memcgsim.userspace import Userspace
+
+    assert isinstance(run_us, Userspace)
+    stat = dict(line.split() for line in run_us.fs.read(path).splitlines())
+    return int(stat["slab"])
+
+
+def test_stat_missing_leaves_negative_dentries_that_a_second_pass_finds_cached() -> None:
+    run = run_script("mkdir a\nspawn p a\nstat-missing p 1000\n")
+    assert run.status == 0, run.err
+    us = run.us
+    slab = _slab(us, "a/memory.stat")
+    current = int(us.fs.read("a/memory.current"))
+    assert 1000 * 192 - 2 * 32 * 4096 <= slab <= 1000 * 192
+    assert current >= 1000 * 192
+    run2 = run_script("mkdir a\nspawn p a\nstat-missing p 1000\nstat-missing p 1000\n")
+    assert int(run2.us.fs.read("a/memory.current")) == current  # all 1000 were cached
+    run3 = run_script("mkdir a\nspawn p a\nstat-missing p 1000\nstat-missing p 2000\n")
+    assert int(run3.us.fs.read("a/memory.current")) > current  # 1000 new names
+
+
+def test_drop_caches_2_reclaims_negative_dentries_after_a_grace_period() -> None:
+    run = run_script("mkdir a\nspawn p a\nstat-missing p 2000\ndrop_caches 1\n")
+    us = run.us
+    assert run.status == 0, run.err
+    before = int(us.fs.read("a/memory.current"))
+    assert before >= 2000 * 192  # level 1 (the page cache) leaves slab alone
+    sh = Shell(us, io.StringIO(), io.StringIO())
+    assert sh.run_lines(["echo 2 > /proc/sys/vm/drop_caches", "sleep 0.1"]) == 0
+    assert us.sysctl_drop_caches == 2
+    # What stays charged is at most the per-cpu stocks' (MEMCG_CHARGE_BATCH pages each).
+    assert int(us.fs.read("a/memory.current")) <= us.k.nr_cpus * 32 * 4096 < before
+    assert _slab(us, "a/memory.stat") < 2000 * 192 // 4
+    # The names are gone from the dcache: the same stat calls allocate again.
+    assert sh.run_lines(["stat-missing p 2000"]) == 0
+    assert int(us.fs.read("a/memory.current")) >= 2000 * 192
 
 
 def test_help_lists_every_command() -> None:

@@ -35,16 +35,13 @@ from memcgsim.kernel.heap import GFP_KERNEL
 from memcgsim.kernel.locking import mutex_lock, mutex_unlock, spin_lock_irq, spin_unlock_irq
 from memcgsim.kernel.task import AccessKind, TaskState
 from memcgsim.lib.kstrtox import kstrtoint, strstrip
+from memcgsim.mm.memcg_stat import memory_stat_format
 from memcgsim.mm.memcontrol import (
-    MAX_RECLAIM_RETRIES,
     MemcgEvent,
     MemCgroup,
-    MemcgStat,
     drain_all_stock,
     memcg_memory_event,
-    memcg_page_state,
     memory_current_bytes,
-    try_to_free_mem_cgroup_pages,
 )
 from memcgsim.mm.page_counter import (
     PAGE_COUNTER_MAX,
@@ -61,19 +58,21 @@ if TYPE_CHECKING:
 __all__ = [
     "CFTYPE_NOT_ON_ROOT",
     "MAX_RECLAIM_RETRIES",
-    "MEMORY_STAT_FIELDS",
     "Cftype",
     "KernfsOpenFile",
     "cgroup_base_files",
     "cgroup_files",
     "memory_files",
-    "memory_stat_format",
+    "try_to_free_mem_cgroup_pages",
 ]
 
 #: the file exists on every cgroup but the root
 CFTYPE_NOT_ON_ROOT = 1 << 1
 
 _READ = AccessKind.READ
+
+#: MAX_RECLAIM_RETRIES of 6.1's handlers (5.3 called it MEM_CGROUP_RECLAIM_RETRIES, and used 5)
+MAX_RECLAIM_RETRIES = 16
 
 
 @dataclass
@@ -349,6 +348,15 @@ def seq_puts_memcg_tunable(k: Kernel, value: int) -> str:
     return f"{value * k.page_size}\n"
 
 
+def try_to_free_mem_cgroup_pages(k: Kernel, memcg: MemCgroup, nr_pages: int, gfp: int) -> int:
+    """try_to_free_mem_cgroup_pages() through the reclaim hook (:attr:`MemcgGlobals.reclaim`,
+    which :mod:`memcgsim.mm.vmscan` installs): pages reclaimed; 0 without a hook."""
+    reclaim = k.memcg.reclaim
+    if reclaim is None:
+        return 0
+    return reclaim(k, memcg, nr_pages, gfp)
+
+
 def memory_current_read(k: Kernel, of: KernfsOpenFile) -> str:
     """memory_current_read(): page_counter_read(&memcg->memory) * PAGE_SIZE."""
     memcg = _memcg(of)
@@ -486,101 +494,12 @@ def memory_events_local_show(k: Kernel, of: KernfsOpenFile) -> str:
     return _events_show(list(memcg.memory_events_local))
 
 
-def _kernel_bytes(k: Kernel, memcg: MemCgroup) -> int:
-    """memory.stat ``kernel``: 6.1 counts every kmem charge in whole pages (MEMCG_KMEM,
-    which includes slab, percpu and kernel stacks).  The model's MEMCG_KMEM counts only the
-    page-granular kmem outside slab, so the model adds its byte-counted slab and percpu
-    and its kernel stacks."""
-    return (memcg_page_state(memcg, MemcgStat.MEMCG_KMEM) * k.page_size
-            + memcg_page_state(memcg, MemcgStat.NR_SLAB_RECLAIMABLE)
-            + memcg_page_state(memcg, MemcgStat.NR_SLAB_UNRECLAIMABLE)
-            + memcg_page_state(memcg, MemcgStat.MEMCG_PERCPU_B)
-            + memcg_page_state(memcg, MemcgStat.MEMCG_KERNEL_STACK_KB) * 1024)
-
-
-def _slab_bytes(k: Kernel, memcg: MemCgroup) -> int:
-    return (memcg_page_state(memcg, MemcgStat.NR_SLAB_RECLAIMABLE)
-            + memcg_page_state(memcg, MemcgStat.NR_SLAB_UNRECLAIMABLE))
-
-
-def _item(idx: MemcgStat, unit: int | None) -> Callable[[Kernel, MemCgroup], int]:
-    """memcg_page_state_output(): the counter times its unit (1 for the _B items, 1024 for
-    the _KB ones, PAGE_SIZE for page counts; None means PAGE_SIZE)."""
-    def read(k: Kernel, memcg: MemCgroup) -> int:
-        return memcg_page_state(memcg, idx) * (k.page_size if unit is None else unit)
-    return read
-
-
-#: memory.stat, field by field in 6.1's order (memory_stats[] plus the event lines that
-#: memory_stat_format() prints after them); None marks what the model does not have (no
-#: user pages, page tables, vmalloc, swap, LRU or reclaim events), printed as 0 as a kernel
-#: without that activity prints it.
-MEMORY_STAT_FIELDS: tuple[tuple[str, Callable[[Kernel, MemCgroup], int] | None], ...] = (
-    ("anon", None),
-    ("file", None),
-    ("kernel", _kernel_bytes),
-    ("kernel_stack", _item(MemcgStat.MEMCG_KERNEL_STACK_KB, 1024)),
-    ("pagetables", None),
-    ("sec_pagetables", None),
-    ("percpu", _item(MemcgStat.MEMCG_PERCPU_B, 1)),
-    ("sock", _item(MemcgStat.MEMCG_SOCK, None)),
-    ("vmalloc", None),
-    ("shmem", None),
-    ("file_mapped", None),
-    ("file_dirty", None),
-    ("file_writeback", None),
-    ("swapcached", None),
-    ("anon_thp", None),
-    ("file_thp", None),
-    ("shmem_thp", None),
-    ("inactive_anon", None),
-    ("active_anon", None),
-    ("inactive_file", None),
-    ("active_file", None),
-    ("unevictable", None),
-    ("slab_reclaimable", _item(MemcgStat.NR_SLAB_RECLAIMABLE, 1)),
-    ("slab_unreclaimable", _item(MemcgStat.NR_SLAB_UNRECLAIMABLE, 1)),
-    ("slab", _slab_bytes),
-    ("workingset_refault_anon", None),
-    ("workingset_refault_file", None),
-    ("workingset_activate_anon", None),
-    ("workingset_activate_file", None),
-    ("workingset_restore_anon", None),
-    ("workingset_restore_file", None),
-    ("workingset_nodereclaim", None),
-    ("pgscan", None),
-    ("pgsteal", None),
-    ("pgscan_kswapd", None),
-    ("pgscan_direct", None),
-    ("pgsteal_kswapd", None),
-    ("pgsteal_direct", None),
-    ("pgfault", None),
-    ("pgmajfault", None),
-    ("pgrefill", None),
-    ("pgactivate", None),
-    ("pgdeactivate", None),
-    ("pglazyfree", None),
-    ("pglazyfreed", None),
-    ("thp_fault_alloc", None),
-    ("thp_collapse_alloc", None),
-)
-
-
-def memory_stat_format(k: Kernel, memcg: MemCgroup) -> str:
-    """memory_stat_format(): ``name value`` lines in bytes.
-
-    The values are the hierarchical counters (memcg_page_state()): per-cpu deltas not yet
-    past the batching threshold are not included, which is the error the selftests allow
-    for (MAX_VMSTAT_ERROR).
-    """
-    k.access(memcg, "vmstats", _READ)
-    return "".join(f"{name} {fn(k, memcg) if fn is not None else 0}\n"
-                   for name, fn in MEMORY_STAT_FIELDS)
-
-
 def memory_stat_show(k: Kernel, of: KernfsOpenFile) -> str:
-    """memory_stat_show()."""
-    return memory_stat_format(k, _memcg(of))
+    """memory_stat_show(): memory_stat_format() (:mod:`memcgsim.mm.memcg_stat`), the
+    hierarchical counters with the lag of their per-cpu batching, every 6.1 field."""
+    memcg = _memcg(of)
+    k.access(memcg, "vmstats", _READ)
+    return memory_stat_format(k, memcg)
 
 
 def memory_oom_group_show(k: Kernel, of: KernfsOpenFile) -> str:

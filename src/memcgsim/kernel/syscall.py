@@ -69,7 +69,7 @@ def exit_to_user_mode(k: Kernel) -> None:
     (mem_cgroup_handle_over_high())."""
     t = k.current
     if t is not None and t.memcg_nr_pages_over_high:
-        from memcgsim.mm.memcontrol import mem_cgroup_handle_over_high
+        from memcgsim.mm.vmscan import mem_cgroup_handle_over_high
 
         mem_cgroup_handle_over_high(k)
 

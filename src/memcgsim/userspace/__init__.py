@@ -18,7 +18,7 @@ from memcgsim.kernel.errno import EINVAL, ENOMEM, KernelError
 from memcgsim.kernel.syscall import do_syscall, do_syscalls_parallel
 from memcgsim.kernel.task import TaskState
 from memcgsim.lib.kstrtox import kstrtoint
-from memcgsim.userspace.kmem import KmallocCaches, KmemAdapter, Unsupported
+from memcgsim.userspace.kmem import KmemAdapter, SlabCaches, Unsupported
 
 if TYPE_CHECKING:
     from memcgsim.kernel.kernel import Kernel
@@ -33,8 +33,8 @@ DROP_CACHES = "/proc/sys/vm/drop_caches"
 
 
 def default_kmem_adapter(k: Kernel) -> KmemAdapter:
-    """The richest adapter the model supports."""
-    return KmallocCaches()
+    """The slab model's caches (:class:`~memcgsim.userspace.kmem.SlabCaches`)."""
+    return SlabCaches()
 
 
 class Userspace:
