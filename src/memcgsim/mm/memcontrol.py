@@ -1280,4 +1280,3 @@ def is_dying(memcg: MemCgroup) -> bool:
 def percpu_ref_is_dying_raw(ref: PercpuRef) -> int:
     return ref.flags & 2
 
-
