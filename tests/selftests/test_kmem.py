@@ -137,3 +137,20 @@ def test_percpu_basic_under_objcg_charges_each_childs_statistics_to_the_parent()
     per_child = memcg_percpu_bytes(us.k)
     assert per_child == 7008  # the 2-CPU 6.1 kernel of reference/linux-6.1-cgroupfs.md
     assert abs(seen["percpu "] - 1000 * per_child) <= 2 * 32 * 4096
+
+
+def test_readme_table_shows_the_recorded_outcomes() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent.parent / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| `test_")]
+    header = next(line for line in readme.splitlines()
+                  if line.startswith("| test | `memcg-ptr`"))
+    designs = [c.strip(" `") for c in header.strip("|").split("|")[1:]]
+    assert sorted(designs) == sorted(DESIGNS)
+    assert len(rows) == len(TESTS)
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        test = cells[0].strip("`")
+        for design, cell in zip(designs, cells[1:], strict=True):
+            assert cell.split()[0] == EXPECTED[test][design][0], (test, design)

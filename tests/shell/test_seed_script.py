@@ -44,3 +44,25 @@ def test_the_same_script_and_seed_give_the_same_run() -> None:
     assert a.out == b.out
     assert a.us.k.steps == b.us.k.steps
     assert [str(e) for e in a.us.k.events] == [str(e) for e in b.us.k.events]
+
+
+#: nr_dying_descendants of /parent one second after rmdir, and after drop_caches, by design
+EXPECTED_DENTRIES: dict[str, tuple[int, int, str]] = {
+    "memcg-ptr": (0, 0, "the dentries reference the ptr, which offline moved to the parent"),
+    "objcg": (0, 0, "the dentries reference the objcg, which offline moved to the parent"),
+    "walk": (0, 0, "offline repointed each dentry to the parent"),
+    "cache-reparent": (0, 0, "the child's dentry cache copy moved to the parent"),
+    "page-pinning": (1, 0, "the dentries' slab pages pin the child until reclaim frees them"),
+}
+
+
+@pytest.mark.parametrize("design", sorted(DESIGNS))
+def test_negative_dentries_script_per_design(design: str) -> None:
+    assert design in EXPECTED_DENTRIES, f"no expectation recorded for {design}"
+    before, after, why = EXPECTED_DENTRIES[design]
+    run = run_script((EXAMPLES / "negative-dentries.sh").read_text(), design=design)
+    assert run.status == 0, run.err
+    lines = run.out.splitlines()
+    assert lines[1] == f"nr_dying_descendants {before}", why
+    assert int(lines[2]) >= 1000 * 192  # the child's dentries, charged to the parent now
+    assert lines[4] == f"nr_dying_descendants {after}", why
