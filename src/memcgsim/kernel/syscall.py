@@ -65,8 +65,8 @@ def _syscall(k: Kernel, fn: Callable[..., T], *args: Any) -> T:
 
 def exit_to_user_mode(k: Kernel) -> None:
     """exit_to_user_mode() / resume_user_mode_work(): the notify-resume work a system call
-    left for the task; here memcg's memory.high reclaim and throttling
-    (mem_cgroup_handle_over_high())."""
+    left for the task; here memcg's memory.high reclaim (mem_cgroup_handle_over_high() of
+    :mod:`memcgsim.mm.vmscan`, 5.3's: no penalty sleep)."""
     t = k.current
     if t is not None and t.memcg_nr_pages_over_high:
         from memcgsim.mm.vmscan import mem_cgroup_handle_over_high
