@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine with Python >= 3.11 and make:
-#   make demo   creates .venv, installs memcgsim, runs the default demonstration
+#   make demo   creates .venv, installs memcgsim, runs the default comparison of the designs
 #   make test   creates .venv, installs with test extras, runs ruff, mypy and pytest
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; \
@@ -22,7 +22,7 @@ $(VENV)/.installed-test: $(BIN)/python pyproject.toml
 	@touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/memcgsim demo
+	$(BIN)/memcgsim compare container-host --size small
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Annotated
 
@@ -30,6 +31,161 @@ def demo(
     from memcgsim.report.narrate import narrate_seed
 
     raise typer.Exit(narrate_seed(Console(), nr_objects=objects, nr_cpus=cpus, seed=seed))
+
+
+def _usage_error(message: str) -> typer.Exit:
+    """One line on stderr, exit status 2 (bad input), no traceback."""
+    print(f"memcgsim: error: {message}", file=sys.stderr)
+    return typer.Exit(2)
+
+
+@app.command("run")
+def run_cmd(
+    scenario: Annotated[str, typer.Argument(help="a built-in workload or a scenario .toml file")],
+    design: Annotated[str, typer.Option(help="accounting design")] = "memcg-ptr",
+    size: Annotated[str, typer.Option(help="small, default or large")] = "default",
+    seed: Annotated[int | None, typer.Option(min=0, help="seed (default: the scenario's)")
+                    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    per_object: Annotated[bool, typer.Option(
+        "--per-object", help="allocate and free one object at a time, not in bulk")] = False,
+    output: Annotated[str | None, typer.Option(help="also write the JSON to this file")
+                      ] = None,
+) -> None:
+    """Run a workload on one design and report its metrics."""
+    from memcgsim.report.compare import (
+        compare_json,
+        console,
+        load_workload,
+        parse_designs,
+        print_compare,
+        run_compare,
+        write_atomic,
+    )
+    from memcgsim.workloads.spec import ScenarioError
+
+    try:
+        spec = load_workload(scenario, size)
+        designs = parse_designs(design, "--design")
+        if len(designs) != 1:
+            raise ScenarioError("--design", "", "expected one design (compare runs several)")
+    except ScenarioError as e:
+        raise _usage_error(str(e)) from None
+    the_seed = spec.workload.seed if seed is None else seed
+    results = run_compare(spec, designs, size, the_seed, bulk=not per_object)
+    data = compare_json(spec, size, the_seed, results)
+    one = {"workload": data["workload"], "size": size, "seed": the_seed,
+           "design": designs[0], **data["designs"][designs[0]]}
+    if output:
+        write_atomic(output, one)
+    if json_out:
+        typer.echo(json.dumps(one, indent=2))
+    else:
+        print_compare(console(), spec, size, the_seed, results)
+
+
+@app.command("compare")
+def compare_cmd(
+    scenario: Annotated[str, typer.Argument(help="a built-in workload or a scenario .toml file")],
+    designs: Annotated[str | None, typer.Option(help="comma-separated designs (default all)")
+                       ] = None,
+    size: Annotated[str, typer.Option(help="small, default or large")] = "default",
+    seed: Annotated[int | None, typer.Option(min=0, help="seed (default: the scenario's)")
+                    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    per_object: Annotated[bool, typer.Option(
+        "--per-object", help="allocate and free one object at a time, not in bulk")] = False,
+    output: Annotated[str | None, typer.Option(help="also write the JSON to this file")
+                      ] = None,
+) -> None:
+    """Run a workload on several designs and compare them side by side."""
+    from memcgsim.report.compare import (
+        compare_json,
+        console,
+        load_workload,
+        parse_designs,
+        print_compare,
+        run_compare,
+        write_atomic,
+    )
+    from memcgsim.workloads.spec import ScenarioError
+
+    try:
+        spec = load_workload(scenario, size)
+        names = parse_designs(designs)
+    except ScenarioError as e:
+        raise _usage_error(str(e)) from None
+    the_seed = spec.workload.seed if seed is None else seed
+    results = run_compare(spec, names, size, the_seed, bulk=not per_object)
+    data = compare_json(spec, size, the_seed, results)
+    if output:
+        write_atomic(output, data)
+    if json_out:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        print_compare(console(), spec, size, the_seed, results)
+
+
+@app.command()
+def shell(
+    file: Annotated[str | None, typer.Argument(
+        help="script to run ('-' or none: standard input; interactive on a terminal)")] = None,
+    design: Annotated[str, typer.Option(help="kernel-memory accounting design")] = "memcg-ptr",
+    cpus: Annotated[int, typer.Option(min=1, max=64, help="simulated CPUs")] = 2,
+    seed: Annotated[int, typer.Option(min=0, help="seed of the run")] = 0,
+    strict: Annotated[bool, typer.Option(help="stop at the first failing command")] = False,
+) -> None:
+    """Run shell commands (mkdir, rmdir, cat, echo > FILE, spawn, alloc...) on the model's
+    /sys/fs/cgroup; exit 1 if a command failed."""
+    from memcgsim.designs import DESIGNS
+    from memcgsim.kernel.kernel import Kernel
+    from memcgsim.shell.interp import Shell
+    from memcgsim.shell.repl import interact
+    from memcgsim.userspace import Userspace
+
+    if design not in DESIGNS:
+        raise typer.BadParameter(f"unknown design {design!r} (known: {', '.join(sorted(DESIGNS))})",
+                                 param_hint="'--design'")
+    if file is not None and file != "-":
+        try:
+            with open(file, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise typer.BadParameter(f"{file}: {reason}", param_hint="'FILE'") from None
+    else:
+        lines = None
+    sh = Shell(Userspace(Kernel(nr_cpus=cpus, seed=seed, design=design)), sys.stdout, sys.stderr,
+               strict=strict)
+    if lines is None and sys.stdin.isatty():
+        raise typer.Exit(interact(sh))
+    raise typer.Exit(sh.run_lines(lines if lines is not None else sys.stdin))
+
+
+@app.command()
+def kselftest(
+    tests: Annotated[list[str] | None, typer.Argument(
+        help="tests to run (default: all of test_kmem)")] = None,
+    design: Annotated[str, typer.Option(help="kernel-memory accounting design")] = "memcg-ptr",
+    cpus: Annotated[int, typer.Option(min=1, max=64, help="simulated CPUs")] = 2,
+    seed: Annotated[int, typer.Option(min=0, help="seed of the run")] = 0,
+) -> None:
+    """Run the kernel's cgroup kmem selftests (test_kmem.c, ported) on the model; TAP
+    output, exit 1 if a test failed."""
+    from memcgsim.designs import DESIGNS
+    from memcgsim.kernel.kernel import Kernel
+    from memcgsim.selftests.cgroup.test_kmem import TESTS, main
+    from memcgsim.userspace import Userspace
+
+    if design not in DESIGNS:
+        raise typer.BadParameter(f"unknown design {design!r} (known: {', '.join(sorted(DESIGNS))})",
+                                 param_hint="'--design'")
+    for name in tests or []:
+        if name not in TESTS:
+            raise typer.BadParameter(f"unknown test {name!r} (known: {', '.join(TESTS)})",
+                                     param_hint="'TESTS'")
+    raise typer.Exit(main(lambda: Userspace(Kernel(nr_cpus=cpus, seed=seed, design=design)),
+                          tests or None, lambda line: print(line, flush=True)))
 
 
 @app.command()

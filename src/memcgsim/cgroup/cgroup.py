@@ -128,10 +128,11 @@ CSS_DYING = 1 << 4
 INT_MAX = (1 << 31) - 1
 
 #: Interface files of every cgroup (cgroup core cftypes on the default hierarchy).
+#: The set memcgsim.cgroupfs serves (cgroup.freeze is left out: no freezer in the model).
 CGROUP_CORE_FILES = (
     "cgroup.type", "cgroup.procs", "cgroup.threads", "cgroup.controllers",
     "cgroup.subtree_control", "cgroup.events", "cgroup.max.descendants", "cgroup.max.depth",
-    "cgroup.stat", "cgroup.freeze",
+    "cgroup.stat", "cgroup.kill",
 )
 
 

@@ -6,17 +6,24 @@ import errno as _errno
 import os
 
 __all__ = [
+    "E2BIG",
+    "EACCES",
     "EAGAIN",
     "EBUSY",
     "EEXIST",
     "EINVAL",
+    "EISDIR",
+    "ENAMETOOLONG",
     "ENODEV",
     "ENOENT",
     "ENOMEM",
     "ENOSPC",
     "ENOTDIR",
     "ENOTEMPTY",
+    "EOPNOTSUPP",
     "EPERM",
+    "ERANGE",
+    "ESRCH",
     "KernelError",
     "errno_name",
 ]
@@ -32,6 +39,13 @@ ENOTDIR = _errno.ENOTDIR
 EINVAL = _errno.EINVAL
 ENOSPC = _errno.ENOSPC
 ENOTEMPTY = _errno.ENOTEMPTY
+ESRCH = _errno.ESRCH
+E2BIG = _errno.E2BIG
+EACCES = _errno.EACCES
+EISDIR = _errno.EISDIR
+ERANGE = _errno.ERANGE
+ENAMETOOLONG = _errno.ENAMETOOLONG
+EOPNOTSUPP = _errno.EOPNOTSUPP
 
 
 def errno_name(err: int) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from memcgsim.kernel.objects import UNINIT, KObject, KState
@@ -94,6 +94,8 @@ class Heap:
         self.nr_allocs = 0
         self.nr_frees = 0
         self.account: AccountingHooks | None = None
+        #: more roots for the leak scan, computed when it runs (owners slab objects reference)
+        self.root_providers: list[Callable[[], Iterable[Any]]] = []
 
     def adopt(self, obj: ObjT, site: str, *, static: bool = False) -> ObjT:
         """Give ``obj`` an id and register it as live (or as static storage)."""
@@ -138,6 +140,8 @@ class Heap:
         todo.extend(self.statics)
         todo.extend(self.roots.values())
         todo.extend(extra_roots)
+        for provider in self.root_providers:
+            todo.extend(provider())
         for t in k.tasks:
             if not t.exited:
                 todo.append(t.cgroups)

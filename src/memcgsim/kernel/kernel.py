@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from memcgsim.kernel.rcu import RcuState
     from memcgsim.kernel.workqueue import WorkqueueState
     from memcgsim.mm.memcontrol import MemcgGlobals, MemCgroup
+    from memcgsim.mm.slab_common import SlabGlobals
+    from memcgsim.mm.vmscan import VmscanGlobals
 
 __all__ = [
     "Chooser",
@@ -141,6 +143,8 @@ class Kernel:
     cgroup: CgroupGlobals
     memcg: MemcgGlobals
     design: KmemDesign
+    slab: SlabGlobals
+    vmscan: VmscanGlobals
 
     def __init__(
         self, nr_cpus: int | None = None, seed: int | None = None, *,
@@ -173,7 +177,9 @@ class Kernel:
         self.tasks: list[Task] = []
         self._active: list[Task] = []
         self._timers: list[tuple[int, int]] = []
-        self.current: Task | None = None
+        #: CPU 0 outside any task; kept in step with ``current`` (see its setter)
+        self.this_cpu: CPU = self.cpus[0]
+        self._current: Task | None = None
         #: every scheduling point is a choice (set by the explorer)
         self.preemptive = False
         #: record each step's footprint in `schedule_log` (set by the explorer)
@@ -383,12 +389,16 @@ class Kernel:
 
     # ------------------------------------------------------------------ context
     @property
-    def this_cpu(self) -> CPU:
-        """The CPU the current task runs on (smp_processor_id()); CPU 0 outside any task."""
-        t = self.current
-        if t is None:
-            return self.cpus[0]
-        return t.cpu_state
+    def current(self) -> Task | None:
+        """The task taking steps now (``current``); None between steps, in the scheduler."""
+        return self._current
+
+    @current.setter
+    def current(self, t: Task | None) -> None:
+        # this_cpu (smp_processor_id()) is read on every per-cpu access: a plain attribute,
+        # updated here whenever the running task changes.
+        self._current = t
+        self.this_cpu = self.cpus[0] if t is None else t.cpu_state
 
     def in_atomic(self) -> bool:
         """True where sleeping is forbidden: preemption or irqs disabled, or softirq context."""

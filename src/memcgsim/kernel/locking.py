@@ -19,7 +19,7 @@ from memcgsim.kernel.violations import ViolationKind
 
 if TYPE_CHECKING:
     from memcgsim.kernel.kernel import Kernel
-    from memcgsim.kernel.task import Task
+    from memcgsim.kernel.task import CPU, Task
 
 __all__ = [
     "LockBase",
@@ -36,6 +36,7 @@ __all__ = [
     "mutex_unlock",
     "preempt_disable",
     "preempt_enable",
+    "preempt_enable_on",
     "spin_lock",
     "spin_lock_irq",
     "spin_lock_irqsave",
@@ -57,6 +58,9 @@ class LockBase(KObject):
         #: the lockdep class: locks initialised at the same place share one
         self.name = name
         self.holder: Task | None = None
+        #: statistics: scheduling points taken while held (lock_stat's hold time, in steps)
+        self.held_steps = 0
+        self._kacquired_at = 0
 
     def _klabel(self) -> str:
         return self.name
@@ -149,12 +153,16 @@ def preempt_disable(k: Kernel) -> None:
 
 
 def preempt_enable(k: Kernel) -> None:
-    cpu = k.this_cpu
+    preempt_enable_on(k, k.this_cpu)
+
+
+def preempt_enable_on(k: Kernel, cpu: CPU) -> None:
+    """preempt_enable() when the caller already has this CPU (``k.this_cpu``) at hand."""
     if cpu.preempt_count <= 0:
         k.report(ViolationKind.WARN, "preempt_enable() with preempt_count 0")
         return
     cpu.preempt_count -= 1
-    if cpu.preempt_count == 0:
+    if cpu.preempt_count == 0 and k.rcu.gp_waiting:
         k.rcu.note_qs(cpu)
 
 
@@ -179,7 +187,7 @@ def local_irq_save(k: Kernel) -> bool:
 def local_irq_restore(k: Kernel, flags: bool) -> None:
     cpu = k.this_cpu
     cpu.irqs_disabled = flags
-    if not flags:
+    if not flags and k.rcu.gp_waiting:
         k.rcu.note_qs(cpu)
 
 
@@ -204,6 +212,7 @@ def _acquire(k: Kernel, lock: LockBase) -> None:
     if lock._kowner._kstate:
         k._bad_access(lock, "holder", AccessKind.ACQUIRE)
     lock.holder = t
+    lock._kacquired_at = k.steps
     t.held_locks.append(lock)
 
 
@@ -219,6 +228,7 @@ def _release(k: Kernel, lock: LockBase) -> None:
                  obj=lock)
         return
     lock.holder = None
+    lock.held_steps += k.steps - lock._kacquired_at
     t.held_locks.remove(lock)
 
 
@@ -277,5 +287,6 @@ def mutex_trylock(k: Kernel, lock: Mutex) -> bool:
         return False
     k.lockdep.acquire(t, lock)
     lock.holder = t
+    lock._kacquired_at = k.steps
     t.held_locks.append(lock)
     return True

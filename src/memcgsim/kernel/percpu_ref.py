@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING, Any
 from memcgsim.kernel.heap import GFP_KERNEL, PercpuArea, alloc_percpu, free_percpu
 from memcgsim.kernel.locking import (
     Spinlock,
-    preempt_disable,
-    preempt_enable,
+    preempt_enable_on,
     spin_lock_irqsave,
     spin_unlock_irqrestore,
 )
@@ -37,6 +36,7 @@ from memcgsim.kernel.violations import ViolationKind
 
 if TYPE_CHECKING:
     from memcgsim.kernel.kernel import Kernel
+    from memcgsim.kernel.task import CPU
 
 __all__ = [
     "PERCPU_COUNT_BIAS",
@@ -73,6 +73,9 @@ PERCPU_REF_INIT_DEAD = 1 << 1
 PERCPU_REF_ALLOW_REINIT = 1 << 2
 
 ReleaseFn = Callable[["Kernel", "PercpuRef"], None]
+
+_READ = AccessKind.READ
+_RMW = AccessKind.RMW
 
 
 class PercpuRef(KObject):
@@ -169,26 +172,29 @@ def percpu_ref_exit(k: Kernel, ref: PercpuRef) -> None:
 
 def _ref_is_percpu(k: Kernel, ref: PercpuRef) -> bool:
     """__ref_is_percpu(): reads percpu_count_ptr once; ATOMIC or DEAD bits mean atomic mode."""
-    k.access(ref, "percpu_count_ptr", AccessKind.READ)
+    k.access(ref, "percpu_count_ptr", _READ)
     if ref.flags & __PERCPU_REF_ATOMIC_DEAD:
         return False
     if ref.percpu is None:
-        # The kernel would this_cpu_add() through a NULL per-cpu pointer: memory corruption.
-        k.report(ViolationKind.PERCPU_REF_MISUSE,
-                 f"{ref.kname()} used with a NULL per-cpu counter pointer "
-                 + ("(after percpu_ref_exit)" if ref._kexited
-                    else "(percpu_ref_init() failed or never ran)"),
-                 obj=ref, field="percpu_count_ptr")
+        _report_null_percpu(k, ref)
         return False
     return True
 
 
-def _this_cpu_add(k: Kernel, ref: PercpuRef, nr: int) -> None:
-    cpu = k.this_cpu.id
+def _report_null_percpu(k: Kernel, ref: PercpuRef) -> None:
+    # The kernel would this_cpu_add() through a NULL per-cpu pointer: memory corruption.
+    k.report(ViolationKind.PERCPU_REF_MISUSE,
+             f"{ref.kname()} used with a NULL per-cpu counter pointer "
+             + ("(after percpu_ref_exit)" if ref._kexited
+                else "(percpu_ref_init() failed or never ran)"),
+             obj=ref, field="percpu_count_ptr")
+
+
+def _this_cpu_add(k: Kernel, ref: PercpuRef, cpu: CPU, nr: int) -> None:
     area = ref.percpu
     assert area is not None
-    k.access(area, f"cpu{cpu}", AccessKind.RMW)
-    area.counters[cpu] += nr
+    k.access(area, cpu.field, _RMW)
+    area.counters[cpu.id] += nr
 
 
 def _atomic_add(k: Kernel, ref: PercpuRef, nr: int, op: str) -> int:
@@ -200,14 +206,54 @@ def _atomic_add(k: Kernel, ref: PercpuRef, nr: int, op: str) -> int:
     return int(new)
 
 
+# The fast paths below run on every get and put, so they are written out flat: one fetch of
+# this CPU, rcu_read_lock_sched() as preempt_count++ on it, __ref_is_percpu() and
+# this_cpu_add() as two scheduling points, then preempt_enable().  The rare cases (atomic
+# mode, a NULL per-cpu pointer) take the general helpers.
+
+def _this_cpu_add_fast(k: Kernel, ref: PercpuRef, cpu: CPU, nr: int) -> bool:
+    """__ref_is_percpu() then this_cpu_add(): False (nothing done) in atomic mode or on a
+    NULL per-cpu pointer.  Two scheduling points; in a sequential run they are inlined (a
+    step and the KASAN check each), which is all Kernel.access does there."""
+    if k.preemptive:
+        k.access(ref, "percpu_count_ptr", _READ)
+    else:
+        k.steps += 1
+        if ref._kowner._kstate:
+            k._bad_access(ref, "percpu_count_ptr", _READ)
+    if ref.flags & __PERCPU_REF_ATOMIC_DEAD:
+        return False
+    area = ref.percpu
+    if area is None:
+        _report_null_percpu(k, ref)
+        return False
+    if k.preemptive:
+        k.access(area, cpu.field, _RMW)
+    else:
+        k.steps += 1
+        if area._kowner._kstate:
+            k._bad_access(area, cpu.field, _RMW)
+    area.counters[cpu.id] += nr
+    return True
+
+
+def _preempt_enable_fast(k: Kernel, cpu: CPU) -> None:
+    c = cpu.preempt_count - 1
+    if c < 0:
+        preempt_enable_on(k, cpu)  # reports the imbalance
+        return
+    cpu.preempt_count = c
+    if c == 0 and k.rcu.gp_waiting:
+        k.rcu.note_qs(cpu)
+
+
 def percpu_ref_get_many(k: Kernel, ref: PercpuRef, nr: int) -> None:
     """percpu_ref_get_many(): the caller must already hold a reference."""
-    preempt_disable(k)  # rcu_read_lock_sched()
-    if _ref_is_percpu(k, ref):
-        _this_cpu_add(k, ref, nr)
-    else:
+    cpu = k.this_cpu
+    cpu.preempt_count += 1  # rcu_read_lock_sched()
+    if not _this_cpu_add_fast(k, ref, cpu, nr):
         _atomic_add(k, ref, nr, "percpu_ref_get")
-    preempt_enable(k)
+    _preempt_enable_fast(k, cpu)
 
 
 def percpu_ref_get(k: Kernel, ref: PercpuRef) -> None:
@@ -216,38 +262,36 @@ def percpu_ref_get(k: Kernel, ref: PercpuRef) -> None:
 
 def percpu_ref_tryget(k: Kernel, ref: PercpuRef) -> bool:
     """percpu_ref_tryget(): increment unless the count is zero; works on a killed ref."""
-    preempt_disable(k)
-    if _ref_is_percpu(k, ref):
-        _this_cpu_add(k, ref, 1)
-        ret = True
-    else:
+    cpu = k.this_cpu
+    cpu.preempt_count += 1
+    ret = True
+    if not _this_cpu_add_fast(k, ref, cpu, 1):
         old, _ = k.rmw(ref, "count", lambda c: c + 1 if c != 0 else c)
         ret = old != 0
-    preempt_enable(k)
+    _preempt_enable_fast(k, cpu)
     return ret
 
 
 def percpu_ref_tryget_live(k: Kernel, ref: PercpuRef) -> bool:
     """percpu_ref_tryget_live(): as tryget, but fails once the ref has been killed."""
-    preempt_disable(k)
-    if _ref_is_percpu(k, ref):
-        _this_cpu_add(k, ref, 1)
-        ret = True
-    elif not ref.flags & __PERCPU_REF_DEAD:
-        old, _ = k.rmw(ref, "count", lambda c: c + 1 if c != 0 else c)
-        ret = old != 0
-    else:
-        ret = False
-    preempt_enable(k)
+    cpu = k.this_cpu
+    cpu.preempt_count += 1
+    ret = True
+    if not _this_cpu_add_fast(k, ref, cpu, 1):
+        if not ref.flags & __PERCPU_REF_DEAD:
+            old, _ = k.rmw(ref, "count", lambda c: c + 1 if c != 0 else c)
+            ret = old != 0
+        else:
+            ret = False
+    _preempt_enable_fast(k, cpu)
     return ret
 
 
 def percpu_ref_put_many(k: Kernel, ref: PercpuRef, nr: int) -> None:
     """percpu_ref_put_many(): in atomic mode, the put that reaches zero calls release()."""
-    preempt_disable(k)
-    if _ref_is_percpu(k, ref):
-        _this_cpu_add(k, ref, -nr)
-    else:
+    cpu = k.this_cpu
+    cpu.preempt_count += 1
+    if not _this_cpu_add_fast(k, ref, cpu, -nr):
         _, new = k.rmw(ref, "count", lambda c: c - nr)
         if new == 0:
             assert ref.release is not None
@@ -256,7 +300,7 @@ def percpu_ref_put_many(k: Kernel, ref: PercpuRef, nr: int) -> None:
             k.report(ViolationKind.REFCOUNT_UNDERFLOW,
                      f"percpu_ref_put: {ref.kname()} count went negative ({new})",
                      obj=ref, field="count")
-    preempt_enable(k)
+    _preempt_enable_fast(k, cpu)
 
 
 def percpu_ref_put(k: Kernel, ref: PercpuRef) -> None:

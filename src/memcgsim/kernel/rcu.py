@@ -45,6 +45,8 @@ __all__ = [
 
 RcuFunc = Callable[["Kernel", "RcuHead"], None]
 
+_WRITE = AccessKind.WRITE
+
 
 class RcuHead(KObject):
     """struct rcu_head, embedded in the object it frees.
@@ -168,19 +170,25 @@ def rcu_cpu_kthread(k: Kernel, cpu: int) -> None:
 def rcu_read_lock(k: Kernel) -> None:
     """rcu_read_lock(): enter a read-side critical section (nests)."""
     cpu = k.this_cpu
-    k.point(k.rcu, f"cpu{cpu.id}", AccessKind.WRITE)
+    if k.preemptive:
+        k.point(k.rcu, cpu.field, _WRITE)
+    else:
+        k.steps += 1  # k.point() of a sequential run, inlined: this runs on every lookup
     cpu.rcu_nesting += 1
 
 
 def rcu_read_unlock(k: Kernel) -> None:
     """rcu_read_unlock(): leave it; the outermost unlock is a quiescent state."""
     cpu = k.this_cpu
-    k.point(k.rcu, f"cpu{cpu.id}", AccessKind.WRITE)
+    if k.preemptive:
+        k.point(k.rcu, cpu.field, _WRITE)
+    else:
+        k.steps += 1
     if cpu.rcu_nesting <= 0:
         k.report(ViolationKind.RCU_LOCKDEP, "rcu_read_unlock() without matching rcu_read_lock()")
         return
     cpu.rcu_nesting -= 1
-    if cpu.rcu_nesting == 0:
+    if cpu.rcu_nesting == 0 and k.rcu.gp_waiting:
         k.rcu.note_qs(cpu)
 
 

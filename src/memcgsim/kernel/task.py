@@ -84,6 +84,11 @@ class CPU:
     #: preempt_count (spinlocks, rcu_read_lock_sched, get_cpu)
     preempt_count: int = 0
     irqs_disabled: bool = False
+    #: "cpu<id>": the member name per-cpu accesses declare (precomputed: hot paths)
+    field: str = ""
+
+    def __post_init__(self) -> None:
+        self.field = f"cpu{self.id}"
 
     @property
     def in_rcu_reader(self) -> bool:

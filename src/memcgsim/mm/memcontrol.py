@@ -215,11 +215,16 @@ class MemCgroup(CgroupSubsysState):
         self.memcg_id = MemCgroupId(self)
         self.memory = PageCounter(self, "memory")
         self.high = PAGE_COUNTER_MAX
+        #: memory.oom.group (5.0+): the OOM killer takes the whole cgroup
+        self.oom_group = False
         self.use_hierarchy = True
         self.vmstats = [0] * MEMCG_NR_STAT
         self.vmstats_local: MemcgVmstatsPercpu | None = None
         self.vmstats_percpu: MemcgVmstatsPercpu | None = None
+        #: memory.events: this memcg's and its descendants' events (hierarchical)
         self.memory_events = [0] * len(MemcgEvent)
+        #: memory.events.local: this memcg's own events (5.2+)
+        self.memory_events_local = [0] * len(MemcgEvent)
         self.kmemcg_id = -1
         self.kmem_state = KmemState.KMEM_NONE
         self.kmem_caches = ListHead(self, "kmem_caches")
@@ -235,6 +240,9 @@ class MemCgroup(CgroupSubsysState):
         self.objcg: Any = None
         #: 5.9+ (objcg design): struct list_head objcg_list, reparented objcgs (css_set_lock)
         self.objcg_list = ListHead(self, "objcg_list")
+        #: model bookkeeping: the objcg (and its reference) this memcg's per-cpu statistics
+        #: were charged through (the percpu chunk's obj_cgroups[] entry), 5.9+
+        self._kpercpu_objcg: Any = None
 
 
 def mem_cgroup_from_css(css: CgroupSubsysState | None) -> MemCgroup | None:
@@ -501,8 +509,12 @@ class MemcgGlobals:
         self.extra_charged_bytes_map: list[Callable[[Kernel], dict[int, int]]] = []
         #: references on mem_cgroup_ptrs held outside heap objects: {id(ptr): n} (slab pages)
         self.extra_ptr_refs_map: list[Callable[[Kernel], dict[int, int]]] = []
+        #: memory_cgrp_id: the memory controller's subsystem id (set by cgroup_init)
+        self.memory_cgrp_id = 0
         #: 5.10's per-cpu object stocks (memcgsim.mm.objcg), when the design uses them
         self.obj_stocks: list[Any] = []
+        #: list_lrus (mm/list_lru.c): every memcg-aware list_lru, drained at kmem offline
+        self.list_lrus: list[Any] = []
 
 
 def memcg_alloc_cache_id(k: Kernel) -> int:
@@ -712,10 +724,11 @@ def memcg_offline_kmem(k: Kernel, memcg: MemCgroup) -> None:
 
 
 def memcg_drain_all_list_lrus(k: Kernel, src_idx: int, dst_memcg: MemCgroup) -> None:
-    """memcg_drain_all_list_lrus(): hook for list_lru (none until slab caches exist)."""
-    hook = getattr(k.memcg, "drain_all_list_lrus", None)
-    if hook is not None:
-        hook(k, src_idx, dst_memcg)
+    """memcg_drain_all_list_lrus(): splice every list_lru's list of kmemcg id ``src_idx``
+    into ``dst_memcg``'s (mm/list_lru.c)."""
+    from memcgsim.mm.list_lru import memcg_drain_all_list_lrus as drain
+
+    drain(k, src_idx, dst_memcg)
 
 
 def memcg_free_kmem(k: Kernel, memcg: MemCgroup) -> None:
@@ -723,6 +736,8 @@ def memcg_free_kmem(k: Kernel, memcg: MemCgroup) -> None:
     if memcg.kmem_state is KmemState.KMEM_ONLINE:
         memcg_offline_kmem(k, memcg)
     if memcg.kmem_state is KmemState.KMEM_ALLOCATED:
+        # 4.x: memcg_destroy_kmem_caches() here; whatever the design frees at css_free.
+        k.design.free_kmem(k, memcg)
         k.memcg.memcg_kmem_enabled_key -= 1
 
 
@@ -750,13 +765,16 @@ class MemoryCgrpSubsys(CgroupSubsys):
     """memory_cgrp_subsys."""
 
     name = "memory"
+    #: the set memcgsim.cgroupfs serves (memory_files[] of 6.1 without numa_stat and swap)
     files = (
-        "memory.current", "memory.min", "memory.low", "memory.high", "memory.max",
-        "memory.events", "memory.events.local", "memory.stat", "memory.oom.group",
+        "memory.current", "memory.peak", "memory.min", "memory.low", "memory.high",
+        "memory.max", "memory.events", "memory.events.local", "memory.stat",
+        "memory.oom.group", "memory.reclaim",
     )
 
     def css_alloc(self, k: Kernel, parent_css: CgroupSubsysState | None
                   ) -> CgroupSubsysState | int:
+        k.memcg.memory_cgrp_id = self.id
         return mem_cgroup_css_alloc(k, parent_css)
 
     def css_online(self, k: Kernel, css: CgroupSubsysState) -> int:
@@ -773,6 +791,18 @@ class MemoryCgrpSubsys(CgroupSubsys):
 
 
 # ====================================================================== statistics
+#: member names the vmstat accesses declare, precomputed (these run on every allocation)
+_VMSTAT_FIELD = [f"vmstats[{i.name}]" for i in MemcgStat]
+_PCPU_STAT_FIELD: list[list[str]] = []
+
+
+def _pcpu_stat_field(cpu: int, idx: int) -> str:
+    while len(_PCPU_STAT_FIELD) <= cpu:
+        c = len(_PCPU_STAT_FIELD)
+        _PCPU_STAT_FIELD.append([f"cpu{c}.stat[{i.name}]" for i in MemcgStat])
+    return _PCPU_STAT_FIELD[cpu][idx]
+
+
 def __mod_memcg_state(k: Kernel, memcg: MemCgroup, idx: MemcgStat, val: int) -> None:
     """__mod_memcg_state(): batch per cpu; past the threshold, add to every ancestor.
 
@@ -783,8 +813,9 @@ def __mod_memcg_state(k: Kernel, memcg: MemCgroup, idx: MemcgStat, val: int) -> 
     if pcpu is None:
         return
     cpu = k.this_cpu.id
-    k.access(pcpu, f"cpu{cpu}.stat[{idx.name}]", AccessKind.RMW)
-    x = val + pcpu.stat[cpu][idx]
+    k.access(pcpu, _pcpu_stat_field(cpu, idx), AccessKind.RMW)
+    stat = pcpu.stat[cpu]
+    x = val + stat[idx]
     threshold = k.config.memcg_charge_batch
     if idx in MEMCG_STAT_IN_BYTES:
         threshold *= k.page_size
@@ -793,12 +824,13 @@ def __mod_memcg_state(k: Kernel, memcg: MemCgroup, idx: MemcgStat, val: int) -> 
         assert local is not None
         local.stat[cpu][idx] += x
         mi: MemCgroup | None = memcg
+        field = _VMSTAT_FIELD[idx]
         while mi is not None:
-            k.access(mi, f"vmstats[{idx.name}]", AccessKind.RMW)
+            k.access(mi, field, AccessKind.RMW)
             mi.vmstats[idx] += x
             mi = parent_mem_cgroup(mi)
         x = 0
-    pcpu.stat[cpu][idx] = x
+    stat[idx] = x
 
 
 def mod_memcg_state(k: Kernel, memcg: MemCgroup, idx: MemcgStat, val: int) -> None:
@@ -844,7 +876,11 @@ def memcg_flush_percpu_vmstats(k: Kernel, memcg: MemCgroup, slab_only: bool) -> 
 
 
 def memcg_memory_event(k: Kernel, memcg: MemCgroup, event: MemcgEvent) -> None:
-    """memcg_memory_event(): count in memory.events of memcg and (v2) its ancestors."""
+    """memcg_memory_event(): count in memory.events.local of memcg, and in memory.events of
+    memcg and (v2) its ancestors below the root."""
+    if not mem_cgroup_is_root(k, memcg):
+        k.access(memcg, f"memory_events_local[{event.name}]", AccessKind.RMW)
+        memcg.memory_events_local[event] += 1
     m: MemCgroup | None = memcg
     while m is not None and not mem_cgroup_is_root(k, m):
         k.access(m, f"memory_events[{event.name}]", AccessKind.RMW)
@@ -863,8 +899,9 @@ def mem_cgroup_from_task(k: Kernel, task: Task) -> MemCgroup | None:
     cset = rcu_dereference(k, task, "cgroups")
     if cset is None:
         return None
-    ss = k.cgroup.subsys("memory")
-    return mem_cgroup_from_css(cset.subsys.get(ss.id))
+    css = cset.subsys.get(k.memcg.memory_cgrp_id)
+    assert css is None or isinstance(css, MemCgroup)
+    return css
 
 
 def get_mem_cgroup_from_current(k: Kernel) -> MemCgroup:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from memcgsim.kernel.errno import EBUSY
+from memcgsim.kernel.errno import EBUSY, EINVAL
 from memcgsim.kernel.objects import KObject
 from memcgsim.kernel.violations import ViolationKind
+from memcgsim.lib.cmdline import memparse
 
 if TYPE_CHECKING:
     from memcgsim.kernel.kernel import Kernel
@@ -23,8 +24,11 @@ __all__ = [
     "page_counter_cancel",
     "page_counter_charge",
     "page_counter_init",
+    "page_counter_memparse",
     "page_counter_read",
+    "page_counter_set_low",
     "page_counter_set_max",
+    "page_counter_set_min",
     "page_counter_try_charge",
     "page_counter_uncharge",
 ]
@@ -45,6 +49,9 @@ class PageCounter(KObject):
         #: atomic_long_t usage, in pages
         self.usage = 0
         self.max = PAGE_COUNTER_MAX
+        #: memory.min and memory.low (protection; stored, see page_counter_set_min)
+        self.min = 0
+        self.low = 0
         self.watermark = 0
         self.failcnt = 0
         self.parent: PageCounter | None = None
@@ -118,3 +125,32 @@ def page_counter_set_max(k: Kernel, counter: PageCounter, nr_pages: int) -> int:
         return -EBUSY
     k.store(counter, "max", nr_pages)
     return 0
+
+
+def page_counter_set_min(k: Kernel, counter: PageCounter, nr_pages: int) -> None:
+    """page_counter_set_min(): memory.min.
+
+    Model simplification: the kernel propagates protected usage up the tree
+    (propagate_protected_usage) for reclaim to honour; the model stores the value only.
+    """
+    k.store(counter, "min", nr_pages)
+
+
+def page_counter_set_low(k: Kernel, counter: PageCounter, nr_pages: int) -> None:
+    """page_counter_set_low(): memory.low (stored only, as page_counter_set_min)."""
+    k.store(counter, "low", nr_pages)
+
+
+def page_counter_memparse(buf: str, max_str: str, page_size: int = 4096) -> tuple[int, int]:
+    """page_counter_memparse(buf, max, &nr_pages): (0, nr_pages) or (-EINVAL, 0).
+
+    ``max_str`` (``"max"``) means PAGE_COUNTER_MAX; otherwise memparse() must consume the whole
+    buffer, and the byte count is rounded down to whole pages, capped at PAGE_COUNTER_MAX.
+    The caller strips surrounding whitespace first (strstrip()).
+    """
+    if buf == max_str:
+        return 0, PAGE_COUNTER_MAX
+    nr_bytes, end = memparse(buf)
+    if end != len(buf):
+        return -EINVAL, 0
+    return 0, min(nr_bytes // page_size, PAGE_COUNTER_MAX)

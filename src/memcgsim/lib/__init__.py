@@ -1,0 +1,1 @@
+"""Library routines of the kernel's lib/ that the model's interfaces parse input with."""

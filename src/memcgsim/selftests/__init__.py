@@ -1,0 +1,1 @@
+"""Ports of the kernel's selftests (tools/testing/selftests/) to the model's user space."""
