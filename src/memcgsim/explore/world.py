@@ -117,6 +117,10 @@ class World:
         mg.extra_charged_bytes_map = []
         mg.extra_ptr_refs_map = []
         mg.obj_stocks = []
+        mg.memory_cgrp_id = 0
+        mg.list_lrus = []
+        # Left out (their paths are not in the racing code): the kmemcg and memcg id spaces,
+        # the system workqueue and its kworkers.
         k.memcg = mg
         root = MemCgroup(k.nr_cpus)
         k.heap.adopt(root, "mem_cgroup_init", static=True)
