@@ -28,6 +28,7 @@ from memcgsim.kernel.task import Access, AccessKind
 from memcgsim.kernel.violations import ViolationKind
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lost_update.py"
+FREE_HOOK = Path(__file__).resolve().parents[2] / "examples" / "free_hook_vs_offline.py"
 
 
 # ---------------------------------------------------------------------- the seed passes
@@ -84,6 +85,21 @@ def test_mutant_kinds_are_the_expected_bugs() -> None:
         "css-get-not-tryget": ViolationKind.REFCOUNT_GET_FROM_ZERO,
         "put-memcg-before-list-del": ViolationKind.REFCOUNT_UNDERFLOW,
     }
+
+
+def test_finding_rfc_free_hook_gets_a_dying_memcg_from_zero() -> None:
+    """A finding on the model's reconstruction of the series' free path (RFC 10/14 with
+    01/14's byte stock): memcg_slab_free_hook() reads ptr->memcg under RCU and
+    refill_subpage_stock() css_get()s it; an offline in between drops its last reference."""
+    sc = load_scenario(str(FREE_HOOK))
+    r = check(sc, Config(strategy="dpor"))
+    assert r.violation is not None
+    assert r.violation.kind is ViolationKind.REFCOUNT_GET_FROM_ZERO
+    assert "refill_subpage_stock" in r.violation.location
+    assert "memcg_slab_free_hook" in r.violation.location
+    assert r.choices is not None
+    small = replay_choices(sc, shrink(sc, r.choices, r.violation))
+    assert small.preemptions == 1
 
 
 # ---------------------------------------------------------------------- counterexamples

@@ -50,8 +50,9 @@ class Mutant(MemcgPtrDesign):
     change = ""
 
 
-def _reparent(k: Kernel, memcg: MemCgroup, parent: MemCgroup, *, css_get_memcg: bool = True,
-              kill_first: bool = False, lock: bool = True) -> None:
+def _mutant_reparent(k: Kernel, memcg: MemCgroup, parent: MemCgroup, *,
+                     css_get_memcg: bool = True, kill_first: bool = False,
+                     lock: bool = True) -> None:
     """memcg_reparent_kmem_memcg_ptr() with the switches the reparenting mutants flip."""
     g = k.cgroup
     nr_reparented = 0
@@ -96,7 +97,7 @@ class NoCssGetInReparent(Mutant):
 
     def memcg_reparent_kmem_memcg_ptr(self, k: Kernel, memcg: MemCgroup,
                                       parent: MemCgroup) -> None:
-        _reparent(k, memcg, parent, css_get_memcg=False)
+        _mutant_reparent(k, memcg, parent, css_get_memcg=False)
 
 
 class XchgLoopWithoutLock(Mutant):
@@ -108,11 +109,11 @@ class XchgLoopWithoutLock(Mutant):
 
     def memcg_reparent_kmem_memcg_ptr(self, k: Kernel, memcg: MemCgroup,
                                       parent: MemCgroup) -> None:
-        _reparent(k, memcg, parent, lock=False)
+        _mutant_reparent(k, memcg, parent, lock=False)
 
 
-def _release(k: Kernel, ref: PercpuRef, *, lock: bool = True, put_first: bool = False,
-             rcu_free: bool = True) -> None:
+def _mutant_release(k: Kernel, ref: PercpuRef, *, lock: bool = True, put_first: bool = False,
+                    rcu_free: bool = True) -> None:
     """memcg_ptr_release() with the switches the release mutants flip."""
     from memcgsim.kernel.heap import kfree_rcu
 
@@ -143,7 +144,7 @@ class KfreeNotKfreeRcu(Mutant):
     change = "release frees the ptr at once (kfree) instead of after a grace period"
 
     def memcg_ptr_release(self, k: Kernel, ref: PercpuRef) -> None:
-        _release(k, ref, rcu_free=False)
+        _mutant_release(k, ref, rcu_free=False)
 
 
 class ListDelOutsideLock(Mutant):
@@ -154,7 +155,7 @@ class ListDelOutsideLock(Mutant):
     change = "release does list_del(&ptr->list) without css_set_lock"
 
     def memcg_ptr_release(self, k: Kernel, ref: PercpuRef) -> None:
-        _release(k, ref, lock=False)
+        _mutant_release(k, ref, lock=False)
 
 
 class PutMemcgBeforeListDel(Mutant):
@@ -166,7 +167,7 @@ class PutMemcgBeforeListDel(Mutant):
     change = "release puts ptr->memcg before the list_del under css_set_lock"
 
     def memcg_ptr_release(self, k: Kernel, ref: PercpuRef) -> None:
-        _release(k, ref, put_first=True)
+        _mutant_release(k, ref, put_first=True)
 
 
 class GetNotTryget(Mutant):
@@ -193,7 +194,7 @@ class GetNotTryget(Mutant):
 
     def memcg_reparent_kmem_memcg_ptr(self, k: Kernel, memcg: MemCgroup,
                                       parent: MemCgroup) -> None:
-        _reparent(k, memcg, parent, kill_first=True)
+        _mutant_reparent(k, memcg, parent, kill_first=True)
 
 
 class CssGetNotTryget(Mutant):

@@ -54,7 +54,7 @@ _reg("mm/memcontrol.c", "memcg_ptr_release", "memcg_init_kmem_memcg_ptr",
      "__mod_memcg_state", "memcg_reparent_objcgs", "obj_cgroup_release",
      "get_mem_cgroup_from_objcg", "get_mem_cgroup_from_ptr", "mem_cgroup_css_offline",
      "_check_high", "consume_stock", "refill_stock", "drain_stock",
-     _reparent="memcg_reparent_kmem_memcg_ptr", _release="memcg_ptr_release")
+     _mutant_reparent="memcg_reparent_kmem_memcg_ptr", _mutant_release="memcg_ptr_release")
 _reg("include/linux/memcontrol.h", "mem_cgroup_get_kmem_ptr", "mem_cgroup_ptr_tryget",
      "mem_cgroup_ptr_get", "mem_cgroup_ptr_put", "mem_cgroup_put", "parent_mem_cgroup",
      rcu_dereference_protected_ptr="rcu_dereference_protected")
@@ -71,7 +71,8 @@ _reg("lib/percpu-refcount.c", "percpu_ref_init", "percpu_ref_exit",
 _reg("include/linux/percpu-refcount.h", "percpu_ref_get_many", "percpu_ref_get",
      "percpu_ref_put_many", "percpu_ref_put", "percpu_ref_tryget", "percpu_ref_tryget_live",
      "percpu_ref_kill", _ref_is_percpu="__ref_is_percpu", _this_cpu_add="this_cpu_add",
-     _atomic_add="atomic_long_add")
+     _this_cpu_add_fast="__ref_is_percpu+this_cpu_add", _atomic_add="atomic_long_add",
+     _preempt_enable_fast="rcu_read_unlock_sched")
 _reg("kernel/rcu/tree.c", "call_rcu", "synchronize_rcu", "rcu_gp_kthread",
      rcu_cpu_kthread="rcu_do_batch")
 _reg("include/linux/rcupdate.h", "rcu_read_lock", "rcu_read_unlock", "rcu_dereference",
@@ -88,8 +89,6 @@ _reg("kernel/locking/spinlock.c", "spin_lock", "spin_unlock", "spin_lock_irq",
 _reg("kernel/cgroup/cgroup.c", "css_release", "css_killed_work_fn", "css_free_rwork_fn",
      memcg_offline="css_killed_work_fn",
      world_css_release="css_release", _world_css_free_rcu="css_free_rwork_fn")
-# memcg_ptr_release's own helper is named like the spinlock one: the seed's wins.
-KERNEL_FUNCTIONS["_release"] = ("mm/memcontrol.c", "memcg_ptr_release")
 
 
 def kernel_function(model_fn: str) -> str:
