@@ -6,12 +6,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from memcgsim.kernel.task import AccessKind
 from memcgsim.mm.memcontrol import MemcgStat
 from memcgsim.mm.slab_common import KmemCache, kmem_cache_create
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
+    from memcgsim.designs.base import Objs
     from memcgsim.kernel.kernel import Kernel
     from memcgsim.kernel.objects import KObject
     from memcgsim.mm.memcontrol import MemCgroup
@@ -20,6 +22,7 @@ __all__ = [
     "SlabBackedKmalloc",
     "accounted_cache",
     "cache_vmstat_idx",
+    "clear_owners",
     "memcg_cache_name",
     "owner_runs",
     "root_caches",
@@ -86,6 +89,26 @@ def owner_runs(hs: NDArray[np.int32]) -> list[tuple[int, int]]:
     uniq, first, counts = np.unique(hs, return_index=True, return_counts=True)
     order = np.argsort(first, kind="stable")
     return list(zip(uniq[order].tolist(), counts[order].tolist(), strict=True))
+
+
+def clear_owners(k: Kernel, s: KmemCache, idxs: Objs, vector: str) -> list[tuple[int, int]]:
+    """The free hooks' common first half: clear the freed objects' ownership entries (one
+    access of the slab page's vector, named ``vector`` as the kernel names it) and return
+    (owner handle, count) runs for the entries that were set."""
+    a = s.arena
+    if len(idxs) == 1:
+        idx = idxs[0]
+        k.access(s, vector, AccessKind.RMW)
+        h = int(a.owner_mv[idx])
+        if h <= 0:
+            return []
+        a.owner_mv[idx] = 0
+        return [(h, 1)]
+    arr = np.asarray(idxs)
+    k.access(s, vector, AccessKind.RMW)
+    hs = a.owner[arr]
+    a.owner[arr] = 0
+    return owner_runs(hs)
 
 
 class SlabBackedKmalloc:

@@ -22,7 +22,7 @@ from memcgsim.designs.base import KmemDesign, Objs, ReparentWork
 from memcgsim.designs.common import (
     accounted_cache,
     cache_vmstat_idx,
-    owner_runs,
+    clear_owners,
     slab_owner_counts,
 )
 from memcgsim.kernel.percpu_ref import percpu_ref_get_many, percpu_ref_put_many
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["MemcgPtrDesign"]
 
 _W = AccessKind.WRITE
-_RMW = AccessKind.RMW
 #: names starting with two underscores are mangled inside a class body: an alias
 memcg_kmem_uncharge_subpage = __memcg_kmem_uncharge_subpage
 
@@ -150,22 +149,8 @@ class MemcgPtrDesign(KmemDesign):
     def slab_free_hook(self, k: Kernel, s: KmemCache, idxs: Objs) -> None:
         """memcg_slab_free_hook() (RFC 07/10): clear the vector entry, uncharge through
         ptr->memcg under RCU, drop the object's ptr reference."""
-        a = s.arena
         owners = k.slab.owners
-        if len(idxs) == 1:
-            idx = idxs[0]
-            k.access(s, "page->mem_cgroup_vec", _RMW)
-            h = a.owner_mv[idx]
-            if h <= 0:
-                return
-            a.owner_mv[idx] = 0
-            self._uncharge(k, s, owners[h], 1)
-            return
-        arr = np.asarray(idxs)
-        k.access(s, "page->mem_cgroup_vec", _RMW)
-        hs = a.owner[arr]
-        a.owner[arr] = 0
-        for h, n in owner_runs(hs):
+        for h, n in clear_owners(k, s, idxs, "page->mem_cgroup_vec"):
             self._uncharge(k, s, owners[h], n)
 
     def _uncharge(self, k: Kernel, s: KmemCache, ptr: MemCgroupPtr, n: int) -> None:

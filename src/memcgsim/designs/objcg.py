@@ -15,7 +15,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from memcgsim.designs.base import KmemDesign, Objs, ReparentWork
-from memcgsim.designs.common import cache_vmstat_idx, owner_runs, slab_owner_counts
+from memcgsim.designs.common import (
+    cache_vmstat_idx,
+    clear_owners,
+    slab_owner_counts,
+)
 from memcgsim.kernel.heap import GFP_KERNEL
 from memcgsim.kernel.percpu_ref import percpu_ref_get_many, percpu_ref_put_many
 from memcgsim.kernel.rcu import rcu_read_lock, rcu_read_unlock
@@ -37,7 +41,6 @@ if TYPE_CHECKING:
 __all__ = ["ObjcgDesign", "obj_full_size"]
 
 _W = AccessKind.WRITE
-_RMW = AccessKind.RMW
 
 
 #: per-cpu bytes of one memcg's statistics, per CPU: what "percpu" grows by for each child
@@ -273,22 +276,8 @@ class ObjcgDesign(KmemDesign):
     def slab_free_hook(self, k: Kernel, s: KmemCache, idxs: Objs) -> None:
         """memcg_slab_free_hook() (5.10): clear the vector entry, give the bytes back to the
         object stock, unaccount the vmstat, drop the object's objcg reference."""
-        a = s.arena
         owners = k.slab.owners
-        if len(idxs) == 1:
-            idx = idxs[0]
-            k.access(s, "page_obj_cgroups(page)", _RMW)
-            h = a.owner_mv[idx]
-            if h <= 0:
-                return
-            a.owner_mv[idx] = 0
-            self._uncharge(k, s, owners[h], 1)
-            return
-        arr = np.asarray(idxs)
-        k.access(s, "page_obj_cgroups(page)", _RMW)
-        hs = a.owner[arr]
-        a.owner[arr] = 0
-        for h, n in owner_runs(hs):
+        for h, n in clear_owners(k, s, idxs, "page_obj_cgroups(page)"):
             self._uncharge(k, s, owners[h], n)
 
     def _uncharge(self, k: Kernel, s: KmemCache, objcg: ObjCgroup, n: int) -> None:

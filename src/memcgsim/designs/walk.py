@@ -25,7 +25,7 @@ from memcgsim.designs.common import (
     SlabBackedKmalloc,
     accounted_cache,
     cache_vmstat_idx,
-    owner_runs,
+    clear_owners,
     root_caches,
     slab_owner_counts,
 )
@@ -138,22 +138,8 @@ class WalkDesign(SlabBackedKmalloc, KmemDesign):
             memcg_kmem_uncharge_subpage(k, memcg, nr_objects * s.size)
 
     def slab_free_hook(self, k: Kernel, s: KmemCache, idxs: Objs) -> None:
-        a = s.arena
         owners = k.slab.owners
-        if len(idxs) == 1:
-            idx = idxs[0]
-            k.access(s, "page->memcg_vec", _RMW)
-            h = a.owner_mv[idx]
-            if h <= 0:
-                return
-            a.owner_mv[idx] = 0
-            self._uncharge(k, s, owners[h], 1)
-            return
-        arr = np.asarray(idxs)
-        k.access(s, "page->memcg_vec", _RMW)
-        hs = a.owner[arr]
-        a.owner[arr] = 0
-        for h, n in owner_runs(hs):
+        for h, n in clear_owners(k, s, idxs, "page->memcg_vec"):
             self._uncharge(k, s, owners[h], n)
 
     def _uncharge(self, k: Kernel, s: KmemCache, memcg: MemCgroup, n: int) -> None:
