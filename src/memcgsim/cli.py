@@ -39,20 +39,13 @@ def _usage_error(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-@app.command("run")
-def run_cmd(
-    scenario: Annotated[str, typer.Argument(help="a built-in workload or a scenario .toml file")],
-    design: Annotated[str, typer.Option(help="accounting design")] = "memcg-ptr",
-    size: Annotated[str, typer.Option(help="small, default or large")] = "default",
-    seed: Annotated[int | None, typer.Option(min=0, help="seed (default: the scenario's)")
-                    ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-    per_object: Annotated[bool, typer.Option(
-        "--per-object", help="allocate and free one object at a time, not in bulk")] = False,
-    output: Annotated[str | None, typer.Option(help="also write the JSON to this file")
-                      ] = None,
-) -> None:
-    """Run a workload on one design and report its metrics."""
+def _workload_cmd(scenario: str, designs: str | None, option: str, size: str,
+                  seed: int | None, per_object: bool, output: str | None, json_out: bool,
+                  *, one: bool) -> None:
+    """run and compare: load the workload, run it on the designs, print or write the result.
+
+    Bad input becomes one line and exit status 2.
+    """
     from memcgsim.report.compare import (
         compare_json,
         console,
@@ -66,27 +59,49 @@ def run_cmd(
 
     try:
         spec = load_workload(scenario, size)
-        designs = parse_designs(design, "--design")
-        if len(designs) != 1:
+        names = parse_designs(designs, option)
+        if one and len(names) != 1:
             raise ScenarioError("--design", "", "expected one design (compare runs several)")
     except ScenarioError as e:
         raise _usage_error(str(e)) from None
     the_seed = spec.workload.seed if seed is None else seed
-    results = run_compare(spec, designs, size, the_seed, bulk=not per_object)
+    results = run_compare(spec, names, size, the_seed, bulk=not per_object)
     data = compare_json(spec, size, the_seed, results)
-    one = {"workload": data["workload"], "size": size, "seed": the_seed,
-           "design": designs[0], **data["designs"][designs[0]]}
+    if one:
+        data = {"workload": data["workload"], "size": size, "seed": the_seed,
+                "design": names[0], **data["designs"][names[0]]}
     if output:
-        write_atomic(output, one)
+        write_atomic(output, data)
     if json_out:
-        typer.echo(json.dumps(one, indent=2))
+        typer.echo(json.dumps(data, indent=2))
     else:
         print_compare(console(), spec, size, the_seed, results)
 
 
+_SCENARIO_ARG = typer.Argument(help="a built-in workload or a scenario .toml file")
+
+
+@app.command("run")
+def run_cmd(
+    scenario: Annotated[str, _SCENARIO_ARG],
+    design: Annotated[str, typer.Option(help="accounting design")] = "memcg-ptr",
+    size: Annotated[str, typer.Option(help="small, default or large")] = "default",
+    seed: Annotated[int | None, typer.Option(min=0, help="seed (default: the scenario's)")
+                    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    per_object: Annotated[bool, typer.Option(
+        "--per-object", help="allocate and free one object at a time, not in bulk")] = False,
+    output: Annotated[str | None, typer.Option(help="also write the JSON to this file")
+                      ] = None,
+) -> None:
+    """Run a workload on one design and report its metrics."""
+    _workload_cmd(scenario, design, "--design", size, seed, per_object, output, json_out,
+                  one=True)
+
+
 @app.command("compare")
 def compare_cmd(
-    scenario: Annotated[str, typer.Argument(help="a built-in workload or a scenario .toml file")],
+    scenario: Annotated[str, _SCENARIO_ARG],
     designs: Annotated[str | None, typer.Option(help="comma-separated designs (default all)")
                        ] = None,
     size: Annotated[str, typer.Option(help="small, default or large")] = "default",
@@ -99,31 +114,8 @@ def compare_cmd(
                       ] = None,
 ) -> None:
     """Run a workload on several designs and compare them side by side."""
-    from memcgsim.report.compare import (
-        compare_json,
-        console,
-        load_workload,
-        parse_designs,
-        print_compare,
-        run_compare,
-        write_atomic,
-    )
-    from memcgsim.workloads.spec import ScenarioError
-
-    try:
-        spec = load_workload(scenario, size)
-        names = parse_designs(designs)
-    except ScenarioError as e:
-        raise _usage_error(str(e)) from None
-    the_seed = spec.workload.seed if seed is None else seed
-    results = run_compare(spec, names, size, the_seed, bulk=not per_object)
-    data = compare_json(spec, size, the_seed, results)
-    if output:
-        write_atomic(output, data)
-    if json_out:
-        typer.echo(json.dumps(data, indent=2))
-    else:
-        print_compare(console(), spec, size, the_seed, results)
+    _workload_cmd(scenario, designs, "--designs", size, seed, per_object, output, json_out,
+                  one=False)
 
 
 @app.command()
