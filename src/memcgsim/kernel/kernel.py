@@ -12,8 +12,10 @@ waits, and exploration, where every point is a choice.
 from __future__ import annotations
 
 import heapq
+import os
 import random
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -54,6 +56,49 @@ _ANONYMOUS = Access("?", "?", AccessKind.WRITE, "")
 
 #: frames in these files are the runtime, not model code, and are left out of locations
 _RUNTIME_FILES = frozenset({__file__})
+
+
+class _Killed(BaseException):
+    """Unwinds a task whose world is thrown away (Kernel.kill_tasks)."""
+
+
+#: what the scheduler sends a suspended task to unwind it (cheaper than greenlet.throw())
+_KILL = object()
+
+#: parked coroutines kept per thread (more finish for good)
+_POOL_MAX = 64
+_pools = threading.local()
+#: pools of threads of a parent process (after fork): never switched to again, never freed
+_stale: list[Any] = []
+
+
+def _pool() -> list[greenlet]:
+    """This thread's idle task coroutines.
+
+    Tasks run on reused greenlets: on CPython 3.11 starting a fresh greenlet allocates its
+    frame stack and ending one frees it, about 8 µs per task (more than a whole explored
+    step); a parked greenlet keeps its stack.
+    """
+    pool: list[greenlet] | None = getattr(_pools, "pool", None)
+    if pool is None or _pools.pid != os.getpid():
+        if pool is not None:
+            _stale.append(pool)
+        pool = _pools.pool = []
+        _pools.pid = os.getpid()
+    return pool
+
+
+def _worker(job: Callable[[], greenlet]) -> None:
+    """A pooled coroutine: run a task body, park, run the next one it is sent."""
+    me = greenlet.getcurrent()
+    pool = _pool()
+    while True:
+        sched = job()
+        job = None  # type: ignore[assignment]  # (the finished body holds its world)
+        if len(pool) >= _POOL_MAX:
+            return
+        pool.append(me)
+        job = sched.switch()
 
 
 @dataclass(frozen=True)
@@ -328,19 +373,19 @@ class Kernel:
 
     # ------------------------------------------------------------------ scheduling points
     def _point(self, obj: KObject | None, field: str, kind: AccessKind) -> None:
-        t = self.current
+        t = self._current
         self.steps += 1
         if t is None:
             return
-        if not self.footprints:
-            acc = _ANONYMOUS
-        elif obj is None:
-            acc = Access("", field, kind, "")
+        if self.footprints:
+            if obj is None:
+                acc = Access("", field, kind, "")
+            else:
+                acc = Access(f"{obj._kowner._koid}:{obj._kpath}", field, kind, "")
+            if self.record_steps:
+                acc.location = self.location(3, frames=8)
         else:
-            owner = obj._kowner
-            acc = Access(f"{owner._koid}:{obj._kpath}", field, kind, "")
-        if self.record_steps:
-            acc.location = self.location(3, frames=8)
+            acc = _ANONYMOUS
         if self._resumed is t:
             # The resumed task's step goes on through this point (see fuse_resume).
             self._resumed = None
@@ -351,8 +396,7 @@ class Kernel:
             return
         t.pending = acc
         if self.inline_schedule:
-            cands = self.runnable_tasks()
-            nxt = self.chooser.pick_task(self, cands)
+            nxt = self.chooser.pick_task(self, self.runnable_tasks())
             if nxt is t:
                 # What _switch_to() would do for the task that is already running.
                 if self.record_steps:
@@ -360,7 +404,8 @@ class Kernel:
                 return
             self._chosen = nxt
         assert self._sched_glet is not None
-        self._sched_glet.switch()
+        if self._sched_glet.switch() is _KILL:
+            raise _Killed
 
     def preempt_point(self, what: str = "") -> None:
         """A scheduling point with no footprint (e.g. between two independent phases)."""
@@ -455,7 +500,8 @@ class Kernel:
         if sleep and t.cpu is not None and self.cpus[t.cpu].curr is t:
             self.cpus[t.cpu].curr = None
         assert self._sched_glet is not None
-        self._sched_glet.switch()
+        if self._sched_glet.switch() is _KILL:
+            raise _Killed
 
     def msleep(self, msecs: float) -> None:
         """msleep(): sleep until the simulated clock has advanced by ``msecs``."""
@@ -488,8 +534,15 @@ class Kernel:
     def spawn(
         self, fn: Callable[..., Any], *args: Any, name: str | None = None, cpu: int | None = 0,
         daemon: bool = False, task: Task | None = None, context: Context = Context.PROCESS,
+        idle_until: tuple[Callable[[], bool], str] | None = None,
     ) -> Task:
-        """Start ``fn(k, *args)`` in a task: a new one, or the existing idle ``task``."""
+        """Start ``fn(k, *args)`` in a task: a new one, or the existing idle ``task``.
+
+        ``idle_until = (cond, reason)`` declares that ``fn`` begins with
+        ``wait_event(cond, reason, idle=True)``: the task starts out in that wait and its
+        coroutine starts only once ``cond()`` holds (a kthread that never gets work costs
+        no coroutine switch).
+        """
         if task is None:
             task = self.new_task(name or str(getattr(fn, "__name__", "task")), cpu=cpu,
                                  daemon=daemon, context=context)
@@ -497,11 +550,12 @@ class Kernel:
             raise RuntimeError(f"{task} is busy")
         t = task
 
-        def body() -> None:
+        def body() -> greenlet:
+            """The task's code on its coroutine; returns where the coroutine goes next."""
             try:
                 t.result = fn(self, *args)
-            except GreenletExit:
-                return  # killed with its world (Kernel.kill_tasks)
+            except (_Killed, GreenletExit):
+                return self._sched_glet or greenlet.getcurrent().parent
             except BaseException as e:
                 t.exc = e
             if not t.persistent or t.exc is not None:
@@ -515,12 +569,28 @@ class Kernel:
                     except BaseException as e:
                         t.exc = t.exc or e
             self._task_finished(t)
+            return self._sched_glet or greenlet.getcurrent().parent
 
-        t.glet = greenlet(body, parent=self._sched_glet or greenlet.getcurrent())
+        pool = _pool()
+        g = pool.pop() if pool else greenlet(_worker)
+        sched = self._sched_glet or greenlet.getcurrent()
+        if g.parent is not sched:
+            g.parent = sched
+        t.glet = g
+        t.start = body
         t.result = None
         t.exc = None
-        t.state = TaskState.RUNNABLE
-        t.pending = Access("", "start", AccessKind.NONE)
+        if idle_until is None:
+            t.state = TaskState.RUNNABLE
+            t.pending = Access("", "start", AccessKind.NONE)
+        else:
+            # As wait_event(cond, reason, idle=True) leaves it; fn's own first wait_event
+            # then finds cond true and goes on.
+            t.state = TaskState.WAITING
+            t.wait_cond, t.wait_reason = idle_until
+            t.sleeping = True
+            t.idle_wait = True
+            t.pending = None
         self._active.append(t)
         return t
 
@@ -620,13 +690,12 @@ class Kernel:
     def runnable_tasks(self) -> list[Task]:
         """Tasks that could take the next step, in tid order."""
         out = []
-        cpus = self.cpus
         for t in self._active:
-            cpu = t.cpu
-            if cpu is not None:
-                c = cpus[cpu].curr
-                if c is not None and c is not t:
-                    continue
+            # A bound task's cpu_state is its CPU; an unbound kthread's is private and
+            # never has a curr, so it is never held off.
+            c = t.cpu_state.curr
+            if c is not None and c is not t:
+                continue
             st = t.state
             if st is _RUNNABLE or (st is _WAITING and t.wait_cond()):  # type: ignore[misc]
                 out.append(t)
@@ -647,7 +716,12 @@ class Kernel:
             self.schedule_log.append((t.tid, t.pending))
         self.current = t
         assert t.glet is not None
-        t.glet.switch()
+        start = t.start
+        if start is not None:
+            t.start = None
+            t.glet.switch(start)
+        else:
+            t.glet.switch()
         self.current = None
         if t.exc is not None and t.state is not TaskState.RUNNABLE:
             exc = t.exc
@@ -666,11 +740,23 @@ class Kernel:
         """
         self.current = None
         self._resumed = None
+        me = greenlet.getcurrent()
+        # The unwound tasks' coroutines come back here, then park.
+        self._sched_glet = me
         for t in self.tasks:
             g = t.glet
-            if g is not None and not g.dead:
-                g.throw(GreenletExit)
             t.glet = None
+            if g is None or g.dead:
+                continue
+            if t.start is not None:
+                t.start = None  # never started: the coroutine is idle
+                pool = _pool()
+                if len(pool) < _POOL_MAX:
+                    pool.append(g)
+                continue
+            if g.parent is not me:
+                g.parent = me
+            g.switch(_KILL)
         self._active.clear()
 
     @staticmethod

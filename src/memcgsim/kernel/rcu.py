@@ -116,18 +116,33 @@ class RcuState(KObject):
         return sum(len(q) for q in self.cbs)
 
     def start_kthreads(self) -> None:
-        """rcu_spawn_gp_kthread() and the per-CPU callback kthreads."""
+        """rcu_spawn_gp_kthread() and the per-CPU callback kthreads (each starts out in its
+        idle wait, as it would be after its first steps)."""
         k = self.k
-        k.spawn(rcu_gp_kthread, name="rcu_gp", cpu=None, daemon=True)
+        k.spawn(rcu_gp_kthread, name="rcu_gp", cpu=None, daemon=True,
+                idle_until=(_gp_wanted(self), "a grace-period request"))
         for c in range(k.nr_cpus):
-            k.spawn(rcu_cpu_kthread, c, name=f"rcuc/{c}", cpu=c, daemon=True)
+            k.spawn(rcu_cpu_kthread, c, name=f"rcuc/{c}", cpu=c, daemon=True,
+                    idle_until=(_cbs_ready(self, c), f"rcuc/{c}: ready callbacks"))
+
+
+def _gp_wanted(rcu: RcuState) -> Callable[[], bool]:
+    """rcu_gp_kthread()'s idle condition: a grace period is requested."""
+    return lambda: rcu.need_seq > rcu.gp_seq
+
+
+def _cbs_ready(rcu: RcuState, cpu: int) -> Callable[[], bool]:
+    """rcu_cpu_kthread()'s idle condition: the first callback's grace period has ended."""
+    q = rcu.cbs[cpu]
+    return lambda: bool(q) and q[0].need_seq <= rcu.gp_seq
 
 
 def rcu_gp_kthread(k: Kernel) -> None:
     """rcu_gp_kthread(): start a grace period when one is needed, end it when it may end."""
     rcu = k.rcu
+    wanted = _gp_wanted(rcu)
     while True:
-        k.wait_event(lambda: rcu.need_seq > rcu.gp_seq, "a grace-period request", idle=True)
+        k.wait_event(wanted, "a grace-period request", idle=True)
         # rcu_gp_init(): snapshot which CPUs are readers now.
         k.point(rcu, "*", AccessKind.WRITE)
         rcu.gp_seq += 1
@@ -147,9 +162,10 @@ def rcu_cpu_kthread(k: Kernel, cpu: int) -> None:
     rcu = k.rcu
     q = rcu.cbs[cpu]
     c = k.cpus[cpu]
+    ready = _cbs_ready(rcu, cpu)
+    reason = f"rcuc/{cpu}: ready callbacks"
     while True:
-        k.wait_event(lambda: bool(q) and q[0].need_seq <= rcu.gp_seq,
-                     f"rcuc/{cpu}: ready callbacks", idle=True)
+        k.wait_event(ready, reason, idle=True)
         k.point(rcu, f"cbs{cpu}", AccessKind.RMW)
         cb = q.popleft()
         cb.head.queued = False

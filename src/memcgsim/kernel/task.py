@@ -129,6 +129,8 @@ class Task(KObject):
         self.context = context
         self.state = TaskState.IDLE
         self.glet: greenlet | None = None
+        #: the code a spawned task runs, until its coroutine starts it
+        self.start: Callable[[], Any] | None = None
         self.wait_cond: Callable[[], bool] | None = None
         self.wait_reason = ""
         #: waiting by sleeping (gives up the CPU) rather than spinning
