@@ -195,12 +195,14 @@ class Run:
     @staticmethod
     def _rcu_signature(k: Kernel) -> tuple[Any, ...]:
         """What rcu_gp's steps read: each CPU's read-side state (rcu_read_lock nesting,
-        preemption or interrupts disabled), the requested and completed grace-period numbers,
-        the callbacks queued, the CPUs the current grace period still waits for."""
+        preemption or interrupts disabled, one bit per CPU), the requested and completed
+        grace-period numbers, the callbacks queued, the CPUs the current grace period still
+        waits for.  Only compared for equality."""
         rcu = k.rcu
-        return (tuple([c.rcu_nesting > 0 or c.preempt_count > 0 or c.irqs_disabled
-                       for c in k.cpus]),
-                rcu.need_seq, rcu.gp_seq, sum(rcu.enqueued), len(rcu.gp_waiting))
+        r = 0
+        for c in k.cpus:
+            r = r + r + (c.rcu_nesting > 0 or c.preempt_count > 0 or c.irqs_disabled)
+        return (r, rcu.need_seq, rcu.gp_seq, sum(rcu.enqueued), len(rcu.gp_waiting))
 
     def finish(self, k: Kernel) -> None:
         """Close the record of the last step (its effect on the RCU signature)."""
@@ -220,53 +222,35 @@ class Run:
         """
         choice = -1
         record = self.record
+        sig = None
         if record:
             sig = self._rcu_signature(k)
             if self.steps:
                 self.rcu_flags[-1] = sig != self._sig_prev
             self._sig_prev = sig
-        n = len(runnable)
-        if n > 1:
+        if len(runnable) == 1:
+            # The common case: no choice (no other task can run).
+            self._sigma = None
+            t = runnable[0]
+        else:
             gp = self.gp_tid
             for x in runnable:
                 if x.tid == gp:
-                    sig = self._rcu_signature(k)
+                    if sig is None:
+                        sig = self._rcu_signature(k)
                     prev = self._sigma
                     self._sigma = sig
                     if prev is not None and prev == sig and self.last != gp:
                         runnable = [y for y in runnable if y is not x]
-                        n -= 1
                     break
             else:
                 self._sigma = None
-        else:
-            self._sigma = None
-        if n == 1:
-            t = runnable[0]
-        else:
-            i = len(self.choices)
-            if i < len(self.prefix):
-                tid = self.prefix[i]
-                for t in runnable:
-                    if t.tid == tid:
-                        break
-                else:
-                    raise NondeterminismError(
-                        f"choice {i}: task {tid} is not runnable "
-                        f"(runnable: {[x.tid for x in runnable]})")
+            if len(runnable) == 1:
+                t = runnable[0]
             else:
-                accs = tuple([_known(x.pending) for x in runnable]) if k.footprints else ()
-                cp = ChoicePoint(TASK, tuple([x.tid for x in runnable]), accs, self.last,
-                                 self.nr_steps)
-                self.new_points.append(cp)
-                tid = self.policy.choose(self, cp)
-                for t in runnable:
-                    if t.tid == tid:
-                        break
-                else:
-                    raise AssertionError(f"policy chose task {tid}, not runnable")
-            choice = len(self.choices)
-            self.choices.append(t.tid)
+                t = self._choose(k, runnable)
+                choice = len(self.choices)
+                self.choices.append(t.tid)
         nr = self.nr_steps
         if nr >= MAX_STEPS:
             raise Livelock()
@@ -281,6 +265,27 @@ class Run:
         self.last = t.tid
         self.nr_steps = nr + 1
         return t
+
+    def _choose(self, k: Kernel, runnable: list[Task]) -> Task:
+        """A choice point between the runnable tasks: the prefix's choice, else the policy's."""
+        i = len(self.choices)
+        if i < len(self.prefix):
+            tid = self.prefix[i]
+            for t in runnable:
+                if t.tid == tid:
+                    return t
+            raise NondeterminismError(
+                f"choice {i}: task {tid} is not runnable "
+                f"(runnable: {[x.tid for x in runnable]})")
+        accs = tuple([_known(x.pending) for x in runnable]) if k.footprints else ()
+        cp = ChoicePoint(TASK, tuple([x.tid for x in runnable]), accs, self.last,
+                         self.nr_steps)
+        self.new_points.append(cp)
+        tid = self.policy.choose(self, cp)
+        for t in runnable:
+            if t.tid == tid:
+                return t
+        raise AssertionError(f"policy chose task {tid}, not runnable")
 
     def fused(self, t: Task, acc: Access) -> None:
         """Kernel.on_fused: the step just taken by a resumed task performed ``acc``."""

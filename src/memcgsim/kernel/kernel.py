@@ -11,6 +11,7 @@ waits, and exploration, where every point is a choice.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import os
 import random
@@ -79,13 +80,23 @@ def _pool() -> list[greenlet]:
     frame stack and ending one frees it, about 8 µs per task (more than a whole explored
     step); a parked greenlet keeps its stack.
     """
-    pool: list[greenlet] | None = getattr(_pools, "pool", None)
-    if pool is None or _pools.pid != os.getpid():
-        if pool is not None:
-            _stale.append(pool)
-        pool = _pools.pool = []
-        _pools.pid = os.getpid()
-    return pool
+    try:
+        return _pools.pool  # type: ignore[no-any-return]
+    except AttributeError:
+        pool: list[greenlet] = []
+        _pools.pool = pool
+        return pool
+
+
+def _forget_pools() -> None:
+    """In a forked child, leave the parent's parked coroutines alone."""
+    global _pools
+    _stale.append(_pools)
+    _pools = threading.local()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools)
 
 
 def _worker(job: Callable[[], greenlet]) -> None:
@@ -149,6 +160,29 @@ class Event:
         return f"{self.step:>8} {self.clock_ns:>12} {self.task:<14} {self.what} {self.detail}".rstrip()
 
 
+_CONFIGS: dict[tuple[KernelConfig, tuple[tuple[str, Any], ...]], KernelConfig] = {}
+
+
+def _configure(cfg: KernelConfig, overrides: dict[str, Any]) -> KernelConfig:
+    """``cfg`` with ``overrides``; the explorer builds a kernel per schedule, so the
+    (hashable) results are remembered."""
+    key = (cfg, tuple(sorted(overrides.items())))
+    try:
+        hit = _CONFIGS.get(key)
+    except TypeError:  # an unhashable value
+        key, hit = None, None  # type: ignore[assignment]
+    if hit is not None:
+        return hit
+    unknown = sorted(set(overrides) - set(KernelConfig.__dataclass_fields__))
+    if unknown:
+        known = ", ".join(sorted(KernelConfig.__dataclass_fields__))
+        raise ValueError(f"unknown Kernel option {unknown[0]!r} (known: {known})")
+    new = replace(cfg, **overrides)
+    if key is not None and len(_CONFIGS) < 256:
+        _CONFIGS[key] = new
+    return new
+
+
 class Chooser(Protocol):
     """The one place a run's nondeterminism is resolved; the explorer substitutes its own."""
 
@@ -201,17 +235,12 @@ class Kernel:
         if seed is not None:
             overrides["seed"] = seed
         if overrides:
-            unknown = sorted(set(overrides) - set(KernelConfig.__dataclass_fields__))
-            if unknown:
-                known = ", ".join(sorted(KernelConfig.__dataclass_fields__))
-                raise ValueError(f"unknown Kernel option {unknown[0]!r} (known: {known})")
-            cfg = replace(cfg, **overrides)
+            cfg = _configure(cfg, overrides)
         if cfg.nr_cpus < 1:
             raise ValueError(f"nr_cpus must be at least 1, not {cfg.nr_cpus}")
         self.config = cfg
         self.nr_cpus = cfg.nr_cpus
         self.seed = cfg.seed
-        self.rng = random.Random(cfg.seed)
         self.page_size = cfg.page_size
 
         #: scheduling points taken since boot
@@ -274,6 +303,12 @@ class Kernel:
             from memcgsim.init.main import start_kernel
 
             start_kernel(self)
+
+    @functools.cached_property
+    def rng(self) -> random.Random:
+        """The run's random source, seeded from ``seed`` (made on first use: seeding costs
+        more than a whole explored step, and explored runs draw nothing from it)."""
+        return random.Random(self.seed)
 
     # ------------------------------------------------------------------ access API
     def load(self, obj: KObject, field: str) -> Any:
@@ -520,9 +555,8 @@ class Kernel:
         """Create a task that has no code yet (fork without exec); it inherits init's cgroups."""
         if cpu is not None and not 0 <= cpu < self.nr_cpus:
             raise ValueError(f"cpu {cpu} out of range 0..{self.nr_cpus - 1}")
-        t = Task(self._next_tid, name, cpu, daemon=daemon, persistent=persistent, context=context)
-        if cpu is not None:
-            t.cpu_state = self.cpus[cpu]
+        t = Task(self._next_tid, name, cpu, daemon=daemon, persistent=persistent, context=context,
+                 cpu_state=None if cpu is None else self.cpus[cpu])
         self._next_tid += 1
         self.heap.adopt(t, "fork", static=True)
         self.tasks.append(t)

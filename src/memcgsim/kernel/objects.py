@@ -44,24 +44,21 @@ class KObject:
     #: ``sizeof()`` of the kernel type in bytes, for accounting; 0 when irrelevant.
     ksize: ClassVar[int] = 0
 
-    _kstate: KState
-    _koid: int
+    # Defaults on the class: a world is built per explored schedule, out of dozens of
+    # (mostly embedded) objects, and only the allocation's own state is ever read.
+    _kstate: KState = KState.ALIVE
+    _koid: int = -1
     _kowner: KObject
-    _kpath: str
-    _ksite: str
-    _krcu_pending: bool
+    _kpath: str = ""
+    _ksite: str = ""
+    _krcu_pending: bool = False
     #: static storage (the root cgroup, global locks): never freed
-    _kstatic: bool
+    _kstatic: bool = False
 
     def __init__(self) -> None:
         # Until the heap adopts it, an object is its own allocation with no id.
         self._kstate = KState.ALIVE
-        self._koid = -1
         self._kowner = self
-        self._kpath = ""
-        self._ksite = ""
-        self._krcu_pending = False
-        self._kstatic = False
 
     def embed(self, owner: KObject, path: str) -> None:
         """Make this object part of ``owner``'s allocation, at member ``path``."""

@@ -171,6 +171,10 @@ class MemcgEvent(enum.IntEnum):
     MEMCG_OOM_GROUP_KILL = 5
 
 
+#: len(MemcgEvent), once (an enum's len() is slow and memcgs are built per explored run)
+MEMCG_NR_MEMORY_EVENTS = len(MemcgEvent)
+
+
 class KmemState(enum.IntEnum):
     """enum memcg_kmem_state."""
 
@@ -222,9 +226,9 @@ class MemCgroup(CgroupSubsysState):
         self.vmstats_local: MemcgVmstatsPercpu | None = None
         self.vmstats_percpu: MemcgVmstatsPercpu | None = None
         #: memory.events: this memcg's and its descendants' events (hierarchical)
-        self.memory_events = [0] * len(MemcgEvent)
+        self.memory_events = [0] * MEMCG_NR_MEMORY_EVENTS
         #: memory.events.local: this memcg's own events (5.2+)
-        self.memory_events_local = [0] * len(MemcgEvent)
+        self.memory_events_local = [0] * MEMCG_NR_MEMORY_EVENTS
         self.kmemcg_id = -1
         self.kmem_state = KmemState.KMEM_NONE
         self.kmem_caches = ListHead(self, "kmem_caches")
