@@ -136,6 +136,12 @@ CGROUP_CORE_FILES = (
 )
 
 
+#: enum members as module constants (AccessKind.X is a slow metaclass lookup)
+_READ = AccessKind.READ
+_WRITE = AccessKind.WRITE
+_RMW = AccessKind.RMW
+
+
 class CgroupSubsys:
     """struct cgroup_subsys: a controller's name, id and lifecycle callbacks.
 
@@ -351,7 +357,7 @@ def cgroup_parent(cgrp: Cgroup) -> Cgroup | None:
 
 def cgroup_css(k: Kernel, cgrp: Cgroup, ss: CgroupSubsys) -> CgroupSubsysState | None:
     """cgroup_css(): the cgroup's online css of ``ss`` (an RCU-protected pointer)."""
-    k.access(cgrp, f"subsys[{ss.id}]", AccessKind.READ)
+    k.access(cgrp, f"subsys[{ss.id}]", _READ)
     return cgrp.subsys.get(ss.id)
 
 
@@ -464,7 +470,7 @@ def find_css_set(k: Kernel, old: CssSet, cgrp: Cgroup) -> CssSet | None:
 def put_css_set_locked(k: Kernel, cset: CssSet) -> None:
     """put_css_set_locked(): drop a reference; the last one unlinks and frees the css_set."""
     g = k.cgroup
-    k.access(cset, "refcount", AccessKind.RMW)
+    k.access(cset, "refcount", _RMW)
     cset.refcount -= 1
     if cset.refcount > 0:
         return
@@ -566,7 +572,7 @@ def online_css(k: Kernel, css: CgroupSubsysState) -> int:
     ret = ss.css_online(k, css)
     if ret == 0:
         k.store(css, "flags", css.flags | CSS_ONLINE)
-        k.access(cgrp, f"subsys[{ss.id}]", AccessKind.WRITE)
+        k.access(cgrp, f"subsys[{ss.id}]", _WRITE)
         cgrp.subsys[ss.id] = css
         k.rmw(css, "online_cnt", lambda c: c + 1)
         if css.parent is not None:
@@ -584,7 +590,7 @@ def offline_css(k: Kernel, css: CgroupSubsysState) -> None:
     k.trace("css_offline", ss.name, cgroup_path(cgrp))
     ss.css_offline(k, css)
     k.store(css, "flags", css.flags & ~CSS_ONLINE)
-    k.access(cgrp, f"subsys[{ss.id}]", AccessKind.WRITE)
+    k.access(cgrp, f"subsys[{ss.id}]", _WRITE)
     cgrp.subsys[ss.id] = None
 
 

@@ -45,6 +45,10 @@ TASK = 0
 DECIDE = 1
 
 
+#: enum members as module constants (AccessKind.X is a slow metaclass lookup)
+_NONE = AccessKind.NONE
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """One task of a scenario: ``fn(k, world)`` runs on simulated CPU ``cpu``."""
@@ -93,7 +97,7 @@ class ChoicePoint:
 def _known(acc: Access | None) -> Access | None:
     """A step's footprint as known when it is chosen: a task that starts or resumes from a
     wait runs through its next access, which is not known yet (None: dependent with all)."""
-    if acc is None or acc.kind is AccessKind.NONE:
+    if acc is None or acc.kind is _NONE:
         return None
     return acc
 
@@ -248,15 +252,24 @@ class Run:
             if len(runnable) == 1:
                 t = runnable[0]
             else:
-                t = self._choose(k, runnable)
                 choice = len(self.choices)
+                if choice < len(self.prefix):
+                    # Replaying (inlined: most choices of a tree search are replayed).
+                    tid = self.prefix[choice]
+                    for t in runnable:
+                        if t.tid == tid:
+                            break
+                    else:
+                        t = self._choose(k, runnable)
+                else:
+                    t = self._choose(k, runnable)
                 self.choices.append(t.tid)
         nr = self.nr_steps
         if nr >= MAX_STEPS:
             raise Livelock()
         if record or self.observe:
             acc = t.pending
-            if acc is not None and acc.kind is AccessKind.NONE:
+            if acc is not None and acc.kind is _NONE:
                 acc = None
             if record:
                 self.steps.append((t.tid, acc))

@@ -39,6 +39,12 @@ __all__ = [
 ObjT = TypeVar("ObjT", bound=KObject)
 
 
+#: enum members as module constants (AccessKind.X is a slow metaclass lookup)
+_WRITE = AccessKind.WRITE
+_ALIVE = KState.ALIVE
+_FREED = KState.FREED
+
+
 class Gfp:
     """The gfp_t bits the model distinguishes (include/linux/gfp.h), as plain ints."""
 
@@ -102,7 +108,7 @@ class Heap:
         obj._koid = self._next_oid
         self._next_oid += 1
         obj._ksite = site
-        obj._kstate = KState.ALIVE
+        obj._kstate = _ALIVE
         if static:
             obj._kstatic = True
             self.statics.append(obj)
@@ -122,7 +128,7 @@ class Heap:
 
     def release(self, obj: KObject) -> None:
         """Mark ``obj`` freed (after the caller's checks)."""
-        obj._kstate = KState.FREED
+        obj._kstate = _FREED
         self.live.pop(obj._koid, None)
         self.roots.pop(obj._koid, None)
         self.nr_frees += 1
@@ -230,8 +236,8 @@ def kfree(k: Kernel, obj: KObject | None) -> None:
     """kfree(obj): KASAN reports a double free or a free of something never allocated."""
     if obj is None:
         return
-    k.point(obj._kowner, "<slab>", AccessKind.WRITE)
-    if obj._kstate is KState.FREED:
+    k.point(obj._kowner, "<slab>", _WRITE)
+    if obj._kstate is _FREED:
         k.report(ViolationKind.DOUBLE_FREE,
                  f"double-free of {obj.kname()} (first freed by {getattr(obj, '_kfreed_by', '?')})",
                  obj=obj)

@@ -59,6 +59,14 @@ _ANONYMOUS = Access("?", "?", AccessKind.WRITE, "")
 _RUNTIME_FILES = frozenset({__file__})
 
 
+#: enum members as module constants (AccessKind.X is a slow metaclass lookup)
+_READ = AccessKind.READ
+_WRITE = AccessKind.WRITE
+_RMW = AccessKind.RMW
+_NONE = AccessKind.NONE
+_SOFTIRQ = Context.SOFTIRQ
+
+
 class _Killed(BaseException):
     """Unwinds a task whose world is thrown away (Kernel.kill_tasks)."""
 
@@ -314,11 +322,11 @@ class Kernel:
     def load(self, obj: KObject, field: str) -> Any:
         """READ_ONCE(obj->field): a scheduling point, a KASAN check, then the read."""
         if self.preemptive:
-            self._point(obj, field, AccessKind.READ)
+            self._point(obj, field, _READ)
         else:
             self.steps += 1
         if obj._kowner._kstate:
-            self._bad_access(obj, field, AccessKind.READ)
+            self._bad_access(obj, field, _READ)
         value = getattr(obj, field)
         if value is UNINIT:
             self.report(ViolationKind.UNINIT_READ, f"read of uninitialised {obj.kname()}.{field}",
@@ -328,21 +336,21 @@ class Kernel:
     def store(self, obj: KObject, field: str, value: Any) -> None:
         """WRITE_ONCE(obj->field, value)."""
         if self.preemptive:
-            self._point(obj, field, AccessKind.WRITE)
+            self._point(obj, field, _WRITE)
         else:
             self.steps += 1
         if obj._kowner._kstate:
-            self._bad_access(obj, field, AccessKind.WRITE)
+            self._bad_access(obj, field, _WRITE)
         setattr(obj, field, value)
 
     def xchg(self, obj: KObject, field: str, value: Any) -> Any:
         """xchg(&obj->field, value): atomically store and return the old value."""
         if self.preemptive:
-            self._point(obj, field, AccessKind.RMW)
+            self._point(obj, field, _RMW)
         else:
             self.steps += 1
         if obj._kowner._kstate:
-            self._bad_access(obj, field, AccessKind.RMW)
+            self._bad_access(obj, field, _RMW)
         old = getattr(obj, field)
         setattr(obj, field, value)
         return old
@@ -350,11 +358,11 @@ class Kernel:
     def cmpxchg(self, obj: KObject, field: str, old: Any, new: Any) -> Any:
         """cmpxchg(&obj->field, old, new): store ``new`` if the value is ``old``; return it."""
         if self.preemptive:
-            self._point(obj, field, AccessKind.RMW)
+            self._point(obj, field, _RMW)
         else:
             self.steps += 1
         if obj._kowner._kstate:
-            self._bad_access(obj, field, AccessKind.RMW)
+            self._bad_access(obj, field, _RMW)
         cur = getattr(obj, field)
         if cur is old or cur == old:
             setattr(obj, field, new)
@@ -363,11 +371,11 @@ class Kernel:
     def rmw(self, obj: KObject, field: str, fn: Callable[[Any], Any]) -> tuple[Any, Any]:
         """An atomic read-modify-write (atomic_add, inc_not_zero...): returns (old, new)."""
         if self.preemptive:
-            self._point(obj, field, AccessKind.RMW)
+            self._point(obj, field, _RMW)
         else:
             self.steps += 1
         if obj._kowner._kstate:
-            self._bad_access(obj, field, AccessKind.RMW)
+            self._bad_access(obj, field, _RMW)
         old = getattr(obj, field)
         new = fn(old)
         setattr(obj, field, new)
@@ -431,7 +439,16 @@ class Kernel:
             return
         t.pending = acc
         if self.inline_schedule:
-            nxt = self.chooser.pick_task(self, self.runnable_tasks())
+            # runnable_tasks(), inlined: this runs at every explored step.
+            cands = []
+            for x in self._active:
+                c = x.cpu_state.curr
+                if c is not None and c is not x:
+                    continue
+                st = x.state
+                if st is _RUNNABLE or (st is _WAITING and x.wait_cond()):  # type: ignore[misc]
+                    cands.append(x)
+            nxt = self.chooser.pick_task(self, cands)
             if nxt is t:
                 # What _switch_to() would do for the task that is already running.
                 if self.record_steps:
@@ -445,7 +462,7 @@ class Kernel:
     def preempt_point(self, what: str = "") -> None:
         """A scheduling point with no footprint (e.g. between two independent phases)."""
         if self.preemptive:
-            self._point(None, what, AccessKind.NONE)
+            self._point(None, what, _NONE)
         else:
             self.steps += 1
 
@@ -487,7 +504,7 @@ class Kernel:
         return (
             cpu.preempt_count > 0
             or cpu.irqs_disabled
-            or (t is not None and t.context is Context.SOFTIRQ)
+            or (t is not None and t.context is _SOFTIRQ)
         )
 
     def might_sleep(self, what: str) -> None:
@@ -500,7 +517,7 @@ class Kernel:
                 why.append(f"preempt_count {cpu.preempt_count}")
             if cpu.irqs_disabled:
                 why.append("irqs disabled")
-            if t is not None and t.context is Context.SOFTIRQ:
+            if t is not None and t.context is _SOFTIRQ:
                 why.append("in softirq (RCU callback) context")
             if t is not None and t.held_locks:
                 why.append("holding " + ", ".join(lk.name for lk in t.held_locks))
@@ -526,7 +543,7 @@ class Kernel:
             raise RuntimeError(f"wait_event({reason}) outside any task")
         if sleep:
             self.might_sleep(reason)
-        t.state = TaskState.WAITING
+        t.state = _WAITING
         t.wait_cond = cond
         t.wait_reason = reason
         t.sleeping = sleep
@@ -615,12 +632,12 @@ class Kernel:
         t.result = None
         t.exc = None
         if idle_until is None:
-            t.state = TaskState.RUNNABLE
-            t.pending = Access("", "start", AccessKind.NONE)
+            t.state = _RUNNABLE
+            t.pending = Access("", "start", _NONE)
         else:
             # As wait_event(cond, reason, idle=True) leaves it; fn's own first wait_event
             # then finds cond true and goes on.
-            t.state = TaskState.WAITING
+            t.state = _WAITING
             t.wait_cond, t.wait_reason = idle_until
             t.sleeping = True
             t.idle_wait = True
@@ -738,9 +755,9 @@ class Kernel:
     def _switch_to(self, t: Task) -> None:
         if self.fuse_resume:
             p = t.pending
-            self._resumed = t if p is None or p.kind is AccessKind.NONE else None
-        if t.state is TaskState.WAITING:
-            t.state = TaskState.RUNNABLE
+            self._resumed = t if p is None or p.kind is _NONE else None
+        if t.state is _WAITING:
+            t.state = _RUNNABLE
             t.wait_cond = None
             t.wait_reason = ""
             t.sleeping = False
@@ -757,7 +774,7 @@ class Kernel:
         else:
             t.glet.switch()
         self.current = None
-        if t.exc is not None and t.state is not TaskState.RUNNABLE:
+        if t.exc is not None and t.state is not _RUNNABLE:
             exc = t.exc
             if isinstance(exc, KernelViolation) or not self._is_task_error(exc):
                 # A panic, or a bug in the model itself: stop the world.
@@ -825,7 +842,7 @@ class Kernel:
 
     def _stuck(self) -> list[Task]:
         return [t for t in self._active
-                if t.state is TaskState.WAITING and not t.idle_wait]
+                if t.state is _WAITING and not t.idle_wait]
 
     def _stuck_violation(self) -> Violation | None:
         stuck = self._stuck()

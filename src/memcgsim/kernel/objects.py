@@ -33,6 +33,10 @@ class KState(enum.IntEnum):
     POISON = 2
 
 
+#: (an enum member read through its class is a slow metaclass lookup)
+_ALIVE = KState.ALIVE
+
+
 class KObject:
     """Base class of every model object that lives in simulated kernel memory.
 
@@ -57,7 +61,7 @@ class KObject:
 
     def __init__(self) -> None:
         # Until the heap adopts it, an object is its own allocation with no id.
-        self._kstate = KState.ALIVE
+        self._kstate = _ALIVE
         self._kowner = self
 
     def embed(self, owner: KObject, path: str) -> None:

@@ -326,7 +326,7 @@ def _switch_to_atomic_rcu(k: Kernel, head: RcuHead) -> None:
     total = 0
     if area is not None:
         for cpu in range(k.nr_cpus):
-            k.access(area, f"cpu{cpu}", AccessKind.READ)
+            k.access(area, f"cpu{cpu}", _READ)
             total += area.counters[cpu]
     _, new = k.rmw(ref, "count", lambda c: c + total - PERCPU_COUNT_BIAS)
     if new <= 0:

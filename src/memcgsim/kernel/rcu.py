@@ -48,6 +48,13 @@ RcuFunc = Callable[["Kernel", "RcuHead"], None]
 _WRITE = AccessKind.WRITE
 
 
+#: enum members as module constants (AccessKind.X is a slow metaclass lookup)
+_READ = AccessKind.READ
+_RMW = AccessKind.RMW
+_SOFTIRQ = Context.SOFTIRQ
+_PROCESS = Context.PROCESS
+
+
 class RcuHead(KObject):
     """struct rcu_head, embedded in the object it frees.
 
@@ -144,14 +151,14 @@ def rcu_gp_kthread(k: Kernel) -> None:
     while True:
         k.wait_event(wanted, "a grace-period request", idle=True)
         # rcu_gp_init(): snapshot which CPUs are readers now.
-        k.point(rcu, "*", AccessKind.WRITE)
+        k.point(rcu, "*", _WRITE)
         rcu.gp_seq += 1
         rcu.gp_waiting = {c.id for c in k.cpus if c.in_rcu_reader}
         k.trace("rcu_gp_start", f"gp_seq={rcu.gp_seq}",
                 f"waits={sorted(rcu.gp_waiting)}" if rcu.gp_waiting else "")
         k.wait_event(lambda: not rcu.gp_waiting, "quiescent states", idle=True)
         # rcu_gp_cleanup()
-        k.point(rcu, "*", AccessKind.WRITE)
+        k.point(rcu, "*", _WRITE)
         rcu.gp_seq += 1
         rcu.nr_gps += 1
         k.trace("rcu_gp_end", f"gp_seq={rcu.gp_seq}")
@@ -166,19 +173,19 @@ def rcu_cpu_kthread(k: Kernel, cpu: int) -> None:
     reason = f"rcuc/{cpu}: ready callbacks"
     while True:
         k.wait_event(ready, reason, idle=True)
-        k.point(rcu, f"cbs{cpu}", AccessKind.RMW)
+        k.point(rcu, f"cbs{cpu}", _RMW)
         cb = q.popleft()
         cb.head.queued = False
         # local_bh_disable(): callbacks are atomic and are RCU readers while they run.
         me = k.current
         assert me is not None
-        me.context = Context.SOFTIRQ
+        me.context = _SOFTIRQ
         c.preempt_count += 1
         try:
             cb.func(k, cb.head)
         finally:
             c.preempt_count -= 1
-            me.context = Context.PROCESS
+            me.context = _PROCESS
         rcu.invoked[cpu] += 1
         rcu.note_qs(c)
 
@@ -257,7 +264,7 @@ def call_rcu(k: Kernel, head: RcuHead, func: RcuFunc) -> None:
     """
     rcu = k.rcu
     cpu = k.this_cpu.id
-    k.access(head, "func", AccessKind.WRITE)
+    k.access(head, "func", _WRITE)
     if head.queued:
         k.report(ViolationKind.DEBUG_OBJECTS,
                  f"ODEBUG: activate active (active state 1) object type: rcu_head {head.kname()}",
@@ -269,7 +276,7 @@ def call_rcu(k: Kernel, head: RcuHead, func: RcuFunc) -> None:
         # The rcu_head overlays the list_head: the list pointers now read as garbage.
         head.union.next = RCU_HEAD_CLOBBER
         head.union.prev = RCU_HEAD_CLOBBER
-    k.point(rcu, f"cbs{cpu}", AccessKind.RMW)
+    k.point(rcu, f"cbs{cpu}", _RMW)
     need = rcu.snap()
     rcu.request(need)
     rcu.cbs[cpu].append(_Callback(head, func, need))
@@ -280,7 +287,7 @@ def synchronize_rcu(k: Kernel) -> None:
     """synchronize_rcu(): sleep until a full grace period has elapsed."""
     rcu = k.rcu
     k.might_sleep("synchronize_rcu()")
-    k.point(rcu, "*", AccessKind.READ)
+    k.point(rcu, "*", _READ)
     need = rcu.snap()
     rcu.request(need)
     k.wait_event(lambda: rcu.gp_seq >= need, "synchronize_rcu()")
@@ -290,7 +297,7 @@ def rcu_barrier(k: Kernel) -> None:
     """rcu_barrier(): sleep until every callback queued before the call has been invoked."""
     rcu = k.rcu
     k.might_sleep("rcu_barrier()")
-    k.point(rcu, "*", AccessKind.READ)
+    k.point(rcu, "*", _READ)
     targets = list(rcu.enqueued)
     k.wait_event(lambda: all(rcu.invoked[c] >= targets[c] for c in range(k.nr_cpus)),
                  "rcu_barrier()")

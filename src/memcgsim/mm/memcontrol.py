@@ -140,6 +140,12 @@ MEM_CGROUP_RECLAIM_RETRIES = 5
 MEMCG_CACHES_MIN_SIZE = 4
 
 
+#: enum members as module constants (AccessKind.X is a slow metaclass lookup)
+_READ = AccessKind.READ
+_RMW = AccessKind.RMW
+_SOFTIRQ = Context.SOFTIRQ
+
+
 class MemcgStat(enum.IntEnum):
     """The memcg_stat_item / node_stat_item entries the model tracks (memory.stat)."""
 
@@ -181,6 +187,9 @@ class KmemState(enum.IntEnum):
     KMEM_NONE = 0
     KMEM_ALLOCATED = 1
     KMEM_ONLINE = 2
+
+
+_KMEM_NONE = KmemState.KMEM_NONE
 
 
 class MemcgVmstatsPercpu(KObject):
@@ -230,7 +239,7 @@ class MemCgroup(CgroupSubsysState):
         #: memory.events.local: this memcg's own events (5.2+)
         self.memory_events_local = [0] * MEMCG_NR_MEMORY_EVENTS
         self.kmemcg_id = -1
-        self.kmem_state = KmemState.KMEM_NONE
+        self.kmem_state = _KMEM_NONE
         self.kmem_caches = ListHead(self, "kmem_caches")
         #: seed: struct mem_cgroup_ptr __rcu *kmem_memcg_ptr
         self.kmem_memcg_ptr: MemCgroupPtr | None = None
@@ -817,7 +826,7 @@ def __mod_memcg_state(k: Kernel, memcg: MemCgroup, idx: MemcgStat, val: int) -> 
     if pcpu is None:
         return
     cpu = k.this_cpu.id
-    k.access(pcpu, _pcpu_stat_field(cpu, idx), AccessKind.RMW)
+    k.access(pcpu, _pcpu_stat_field(cpu, idx), _RMW)
     stat = pcpu.stat[cpu]
     x = val + stat[idx]
     threshold = k.config.memcg_charge_batch
@@ -830,7 +839,7 @@ def __mod_memcg_state(k: Kernel, memcg: MemCgroup, idx: MemcgStat, val: int) -> 
         mi: MemCgroup | None = memcg
         field = _VMSTAT_FIELD[idx]
         while mi is not None:
-            k.access(mi, field, AccessKind.RMW)
+            k.access(mi, field, _RMW)
             mi.vmstats[idx] += x
             mi = parent_mem_cgroup(mi)
         x = 0
@@ -867,14 +876,14 @@ def memcg_flush_percpu_vmstats(k: Kernel, memcg: MemCgroup, slab_only: bool) -> 
         items = list(MemcgStat)
     stat = {i: 0 for i in items}
     for cpu in range(k.nr_cpus):
-        k.access(pcpu, f"cpu{cpu}.stat", AccessKind.READ)
+        k.access(pcpu, f"cpu{cpu}.stat", _READ)
         for i in items:
             stat[i] += pcpu.stat[cpu][i]
     mi: MemCgroup | None = memcg
     while mi is not None:
         for i in items:
             if stat[i]:
-                k.access(mi, f"vmstats[{i.name}]", AccessKind.RMW)
+                k.access(mi, f"vmstats[{i.name}]", _RMW)
                 mi.vmstats[i] += stat[i]
         mi = parent_mem_cgroup(mi)
 
@@ -883,11 +892,11 @@ def memcg_memory_event(k: Kernel, memcg: MemCgroup, event: MemcgEvent) -> None:
     """memcg_memory_event(): count in memory.events.local of memcg, and in memory.events of
     memcg and (v2) its ancestors below the root."""
     if not mem_cgroup_is_root(k, memcg):
-        k.access(memcg, f"memory_events_local[{event.name}]", AccessKind.RMW)
+        k.access(memcg, f"memory_events_local[{event.name}]", _RMW)
         memcg.memory_events_local[event] += 1
     m: MemCgroup | None = memcg
     while m is not None and not mem_cgroup_is_root(k, m):
-        k.access(m, f"memory_events[{event.name}]", AccessKind.RMW)
+        k.access(m, f"memory_events[{event.name}]", _RMW)
         m.memory_events[event] += 1
         m = parent_mem_cgroup(m)
 
@@ -936,7 +945,7 @@ def get_mem_cgroup_from_current(k: Kernel) -> MemCgroup:
 def memcg_kmem_bypass(k: Kernel) -> bool:
     """memcg_kmem_bypass(): interrupts and kernel threads are not accounted."""
     t = k.current
-    return t is None or t.daemon or t.context is Context.SOFTIRQ
+    return t is None or t.daemon or t.context is _SOFTIRQ
 
 
 # ====================================================================== charging
