@@ -59,7 +59,7 @@ from memcgsim.kernel.locking import (
     spin_unlock_irq,
     spin_unlock_irqrestore,
 )
-from memcgsim.kernel.objects import KObject
+from memcgsim.kernel.objects import KObject, LazyMember
 from memcgsim.kernel.percpu_ref import (
     PercpuRef,
     percpu_ref_exit,
@@ -182,6 +182,16 @@ class CgroupSubsysState(KObject):
 
     ktype = "struct cgroup_subsys_state"
 
+    # Made on first use (LazyMember), at the same place in the allocation.
+    sibling: LazyMember[ListHead] = LazyMember(
+        lambda css: ListHead(css._kowner, css._kpath + "sibling"))
+    children: LazyMember[ListHead] = LazyMember(
+        lambda css: ListHead(css._kowner, css._kpath + "children"))
+    destroy_work: LazyMember[WorkStruct] = LazyMember(
+        lambda css: WorkStruct(css._kowner, css._kpath + "destroy_work"))
+    destroy_rwork: LazyMember[RcuWork] = LazyMember(
+        lambda css: RcuWork(css._kowner, css._kpath + "destroy_rwork"))
+
     def __init__(self, owner: KObject | None = None, path: str = "css") -> None:
         super().__init__()
         if owner is not None:
@@ -191,15 +201,11 @@ class CgroupSubsysState(KObject):
         self.cgroup: Cgroup | None = None
         self.ss: CgroupSubsys | None = None
         self.refcnt = PercpuRef(me, pre + "refcnt")
-        self.sibling = ListHead(me, pre + "sibling")
-        self.children = ListHead(me, pre + "children")
         self.id = -1
         self.flags = 0
         self.serial_nr = 0
         self.online_cnt = 0
         self.parent: CgroupSubsysState | None = None
-        self.destroy_work = WorkStruct(me, pre + "destroy_work")
-        self.destroy_rwork = RcuWork(me, pre + "destroy_rwork")
 
     def _klabel(self) -> str:
         return cgroup_path(self.cgroup) if self.cgroup is not None else ""

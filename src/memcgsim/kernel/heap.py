@@ -209,7 +209,7 @@ def kmalloc(k: Kernel, cls: type[ObjT], *args: Any, gfp: int = GFP_KERNEL, site:
     Without __GFP_ZERO (kzalloc) the object's kernel fields read as uninitialised.
     """
     site = site or _caller_site()
-    if gfp & Gfp.DIRECT_RECLAIM:
+    if gfp & Gfp.DIRECT_RECLAIM and not k.can_sleep():
         k.might_sleep(f"kmalloc({cls.ktype}, GFP_KERNEL) in {site}")
     if not gfp & Gfp.NOFAIL and k.faults.should_fail("slab", site, cls.ktype):
         k.trace("failslab", site, cls.ktype)
@@ -270,7 +270,7 @@ def alloc_percpu(k: Kernel, what: str, *, site: str | None = None,
                  gfp: int = GFP_KERNEL) -> PercpuArea | None:
     """alloc_percpu_gfp(unsigned long, gfp): a counter per CPU, or None on failure."""
     site = site or _caller_site()
-    if gfp & Gfp.DIRECT_RECLAIM:
+    if gfp & Gfp.DIRECT_RECLAIM and not k.can_sleep():
         k.might_sleep(f"alloc_percpu in {site}")
     if k.faults.should_fail("percpu", site, what):
         k.trace("fail_percpu", site, what)
@@ -283,7 +283,7 @@ def alloc_percpu_struct(k: Kernel, cls: type[ObjT], *args: Any, site: str | None
                         gfp: int = GFP_KERNEL) -> ObjT | None:
     """alloc_percpu(struct ...): a per-cpu structure (fault kind ``"percpu"``), or None."""
     site = site or _caller_site()
-    if gfp & Gfp.DIRECT_RECLAIM:
+    if gfp & Gfp.DIRECT_RECLAIM and not k.can_sleep():
         k.might_sleep(f"alloc_percpu in {site}")
     if k.faults.should_fail("percpu", site, cls.ktype):
         k.trace("fail_percpu", site, cls.ktype)

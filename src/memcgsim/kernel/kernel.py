@@ -507,6 +507,14 @@ class Kernel:
             or (t is not None and t.context is _SOFTIRQ)
         )
 
+    def can_sleep(self) -> bool:
+        """True where might_sleep() has nothing to report: callers on hot paths test this
+        before formatting its message."""
+        cpu = self.this_cpu
+        t = self._current
+        return not (cpu.preempt_count > 0 or cpu.irqs_disabled or cpu.rcu_nesting > 0
+                    or (t is not None and t.context is _SOFTIRQ))
+
     def might_sleep(self, what: str) -> None:
         """might_sleep(): report sleeping in atomic context or inside an RCU read section."""
         t = self.current

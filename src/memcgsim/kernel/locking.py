@@ -275,7 +275,8 @@ def spin_unlock_irqrestore(k: Kernel, lock: Spinlock, flags: bool) -> None:
 
 def mutex_lock(k: Kernel, lock: Mutex) -> None:
     """mutex_lock(): might sleep; sleeps while another task holds it."""
-    k.might_sleep(f"mutex_lock({lock.name})")
+    if not k.can_sleep():
+        k.might_sleep(f"mutex_lock({lock.name})")
     _acquire(k, lock)
 
 

@@ -11,7 +11,8 @@ allocation's state first: that is where use-after-free is caught.
 from __future__ import annotations
 
 import enum
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, Generic, TypeVar
 
 __all__ = [
     "LIST_POISON1",
@@ -20,6 +21,7 @@ __all__ = [
     "UNINIT",
     "KObject",
     "KState",
+    "LazyMember",
     "Poison",
 ]
 
@@ -98,6 +100,32 @@ class KObject:
 
     def __repr__(self) -> str:
         return f"<{self.kname()}>"
+
+
+M = TypeVar("M")
+
+
+class LazyMember(Generic[M]):
+    """An embedded member made on first access, ``factory(obj)``: the explorer builds a world
+    per schedule, and most of a css's members (work items, child lists) are never touched by
+    the racing code.  Once made it is a plain attribute of ``obj`` (a non-data descriptor);
+    assigning the attribute first works as for any attribute."""
+
+    __slots__ = ("factory", "name")
+
+    def __init__(self, factory: Callable[[Any], M]) -> None:
+        self.factory = factory
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> M:
+        if obj is None:
+            return self  # type: ignore[return-value]
+        value = self.factory(obj)
+        setattr(obj, self.name, value)
+        return value
 
 
 class Poison(KObject):

@@ -19,9 +19,11 @@ soon as the switch to atomic is confirmed; gets and puts keep working on the ato
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from memcgsim.kernel.errno import ENOMEM
 from memcgsim.kernel.heap import GFP_KERNEL, PercpuArea, alloc_percpu, free_percpu
 from memcgsim.kernel.locking import (
     Spinlock,
@@ -125,10 +127,6 @@ def percpu_ref_init(k: Kernel, ref: PercpuRef, release: ReleaseFn, flags: int = 
     On failure the per-cpu pointer stays NULL (and the ref unusable), as in the kernel.
     ``site`` names the caller for fault injection (kind ``"percpu"``).
     """
-    import sys
-
-    from memcgsim.kernel.errno import ENOMEM
-
     site = site or sys._getframe(1).f_code.co_name
     area = alloc_percpu(k, "percpu_ref", site=site, gfp=gfp)
     k.store(ref, "flags", 0)

@@ -71,7 +71,7 @@ from memcgsim.kernel.locking import (
     spin_unlock_irq,
     spin_unlock_irqrestore,
 )
-from memcgsim.kernel.objects import KObject
+from memcgsim.kernel.objects import KObject, LazyMember
 from memcgsim.kernel.percpu_ref import (
     PercpuRef,
     percpu_ref_exit,
@@ -223,9 +223,14 @@ class MemCgroup(CgroupSubsysState):
     #: per-node info it lands in kmalloc-4k
     ksize = 4096
 
+    # Made on first use (see CgroupSubsysState).
+    memcg_id: LazyMember[MemCgroupId] = LazyMember(MemCgroupId)
+    kmem_caches: LazyMember[ListHead] = LazyMember(lambda m: ListHead(m, "kmem_caches"))
+    #: 5.9+ (objcg design): struct list_head objcg_list, reparented objcgs (css_set_lock)
+    objcg_list: LazyMember[ListHead] = LazyMember(lambda m: ListHead(m, "objcg_list"))
+
     def __init__(self, nr_cpus: int = 1) -> None:
         super().__init__()
-        self.memcg_id = MemCgroupId(self)
         self.memory = PageCounter(self, "memory")
         self.high = PAGE_COUNTER_MAX
         #: memory.oom.group (5.0+): the OOM killer takes the whole cgroup
@@ -240,7 +245,6 @@ class MemCgroup(CgroupSubsysState):
         self.memory_events_local = [0] * MEMCG_NR_MEMORY_EVENTS
         self.kmemcg_id = -1
         self.kmem_state = _KMEM_NONE
-        self.kmem_caches = ListHead(self, "kmem_caches")
         #: seed: struct mem_cgroup_ptr __rcu *kmem_memcg_ptr
         self.kmem_memcg_ptr: MemCgroupPtr | None = None
         #: seed: struct list_head kmem_memcg_ptr_list, protected by css_set_lock
@@ -251,8 +255,6 @@ class MemCgroup(CgroupSubsysState):
         self._kstranded_bytes = 0
         #: 5.9+ (objcg design): struct obj_cgroup __rcu *objcg
         self.objcg: Any = None
-        #: 5.9+ (objcg design): struct list_head objcg_list, reparented objcgs (css_set_lock)
-        self.objcg_list = ListHead(self, "objcg_list")
         #: model bookkeeping: the objcg (and its reference) this memcg's per-cpu statistics
         #: were charged through (the percpu chunk's obj_cgroups[] entry), 5.9+
         self._kpercpu_objcg: Any = None
