@@ -206,7 +206,7 @@ class Run:
         r = 0
         for c in k.cpus:
             r = r + r + (c.rcu_nesting > 0 or c.preempt_count > 0 or c.irqs_disabled)
-        return (r, rcu.need_seq, rcu.gp_seq, sum(rcu.enqueued), len(rcu.gp_waiting))
+        return (r, rcu.need_seq, rcu.gp_seq, rcu.nr_enqueued, len(rcu.gp_waiting))
 
     def finish(self, k: Kernel) -> None:
         """Close the record of the last step (its effect on the RCU signature)."""

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from memcgsim.kernel.kernel import capture_frames, format_frames
 from memcgsim.kernel.objects import UNINIT, KObject, KState
 from memcgsim.kernel.task import AccessKind
 from memcgsim.kernel.violations import ViolationKind
@@ -247,9 +248,24 @@ def kfree(k: Kernel, obj: KObject | None) -> None:
         return
     if getattr(obj, "_kaccounted", False) and k.heap.account is not None:
         k.heap.account.uncharge(k, obj)
-    t = k.current
-    obj._kfreed_by = f"{t.name if t else '-'} at {k.location(2)} step {k.steps}"  # type: ignore[attr-defined]
+    obj._kfreed_by = _FreedBy(k)  # type: ignore[attr-defined]
     k.heap.release(obj)
+
+
+class _FreedBy:
+    """Which task freed an object, where and when; formatted only if a report names it."""
+
+    __slots__ = ("frames", "step", "task")
+
+    def __init__(self, k: Kernel) -> None:
+        t = k.current
+        self.task = t.name if t else "-"
+        # 1: this __init__, 2: kfree, 3: kfree's caller (as k.location(2) from kfree)
+        self.frames = capture_frames(3)
+        self.step = k.steps
+
+    def __str__(self) -> str:
+        return f"{self.task} at {format_frames(self.frames)} step {self.step}"
 
 
 def kfree_rcu(k: Kernel, obj: KObject, head_field: str = "rcu") -> None:

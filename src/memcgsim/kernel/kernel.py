@@ -67,6 +67,32 @@ _NONE = AccessKind.NONE
 _SOFTIRQ = Context.SOFTIRQ
 
 
+def capture_frames(depth: int = 1, frames: int = 3) -> list[tuple[Any, int]]:
+    """(code, last instruction) of the frame ``depth`` up from this call (1: its caller) and
+    of its callers, skipping the runtime's own frames: cheap to take, formatted by
+    :func:`format_frames` only if a report needs it (line numbers are looked up then)."""
+    try:
+        f = sys._getframe(depth)
+    except ValueError:
+        return []
+    out: list[tuple[Any, int]] = []
+    while f is not None and len(out) < frames:
+        co = f.f_code
+        if co.co_filename not in _RUNTIME_FILES:
+            out.append((co, f.f_lasti))
+        f = f.f_back  # type: ignore[assignment]
+    return out
+
+
+def format_frames(frames: list[tuple[Any, int]]) -> str:
+    """``func:line < caller:line ...`` of captured frames (as ``frame.f_lineno`` reads)."""
+    parts = []
+    for co, lasti in frames:
+        line = next((ln for start, end, ln in co.co_lines() if start <= lasti < end), None)
+        parts.append(f"{co.co_name}:{line}")
+    return " < ".join(parts)
+
+
 class _Killed(BaseException):
     """Unwinds a task whose world is thrown away (Kernel.kill_tasks)."""
 
@@ -247,6 +273,9 @@ class Kernel:
         if cfg.nr_cpus < 1:
             raise ValueError(f"nr_cpus must be at least 1, not {cfg.nr_cpus}")
         self.config = cfg
+        #: the lifecycle log is kept (config.log_events); hot call sites test this before
+        #: formatting an event's details
+        self.tracing = cfg.log_events
         self.nr_cpus = cfg.nr_cpus
         self.seed = cfg.seed
         self.page_size = cfg.page_size
@@ -472,17 +501,7 @@ class Kernel:
         Frames of the runtime itself (this file) are skipped, so the result names model code
         or the user's scenario code.
         """
-        try:
-            f = sys._getframe(depth)
-        except ValueError:
-            return ""
-        parts: list[str] = []
-        while f is not None and len(parts) < frames:
-            co = f.f_code
-            if co.co_filename not in _RUNTIME_FILES:
-                parts.append(f"{co.co_name}:{f.f_lineno}")
-            f = f.f_back  # type: ignore[assignment]
-        return " < ".join(parts)
+        return format_frames(capture_frames(depth + 1, frames))
 
     # ------------------------------------------------------------------ context
     @property
@@ -897,7 +916,7 @@ class Kernel:
 
     def trace(self, what: str, *detail: object) -> None:
         """Append a lifecycle event to the log (deterministic text only)."""
-        if self.config.log_events:
+        if self.tracing:
             t = self.current
             self.events.append(Event(self.steps, self.clock_ns, t.name if t else "-", what,
                                      " ".join(str(d) for d in detail)))

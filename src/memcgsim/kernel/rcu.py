@@ -98,6 +98,8 @@ class RcuState(KObject):
         self.gp_waiting: set[int] = set()
         self.cbs: list[deque[_Callback]] = [deque() for _ in range(k.nr_cpus)]
         self.enqueued = [0] * k.nr_cpus
+        #: sum(enqueued), kept up to date (the explorer reads it at every step)
+        self.nr_enqueued = 0
         self.invoked = [0] * k.nr_cpus
         self.nr_gps = 0
         k.heap.adopt(self, "rcu_init", static=True)
@@ -154,14 +156,16 @@ def rcu_gp_kthread(k: Kernel) -> None:
         k.point(rcu, "*", _WRITE)
         rcu.gp_seq += 1
         rcu.gp_waiting = {c.id for c in k.cpus if c.in_rcu_reader}
-        k.trace("rcu_gp_start", f"gp_seq={rcu.gp_seq}",
-                f"waits={sorted(rcu.gp_waiting)}" if rcu.gp_waiting else "")
+        if k.tracing:
+            k.trace("rcu_gp_start", f"gp_seq={rcu.gp_seq}",
+                    f"waits={sorted(rcu.gp_waiting)}" if rcu.gp_waiting else "")
         k.wait_event(lambda: not rcu.gp_waiting, "quiescent states", idle=True)
         # rcu_gp_cleanup()
         k.point(rcu, "*", _WRITE)
         rcu.gp_seq += 1
         rcu.nr_gps += 1
-        k.trace("rcu_gp_end", f"gp_seq={rcu.gp_seq}")
+        if k.tracing:
+            k.trace("rcu_gp_end", f"gp_seq={rcu.gp_seq}")
 
 
 def rcu_cpu_kthread(k: Kernel, cpu: int) -> None:
@@ -281,6 +285,7 @@ def call_rcu(k: Kernel, head: RcuHead, func: RcuFunc) -> None:
     rcu.request(need)
     rcu.cbs[cpu].append(_Callback(head, func, need))
     rcu.enqueued[cpu] += 1
+    rcu.nr_enqueued += 1
 
 
 def synchronize_rcu(k: Kernel) -> None:

@@ -369,7 +369,8 @@ def memcg_ptr_release(k: Kernel, ref: PercpuRef) -> None:
     list_del(k, ptr.list)
     spin_unlock_irqrestore(k, g.css_set_lock, flags)
     memcg = k.load(ptr, "memcg")
-    k.trace("memcg_ptr_release", ptr.kname())
+    if k.tracing:
+        k.trace("memcg_ptr_release", ptr.kname())
     mem_cgroup_put(k, memcg)
     percpu_ref_exit(k, ref)
     kfree_rcu(k, ptr, "rcu")
@@ -421,8 +422,9 @@ def memcg_reparent_kmem_memcg_ptr(k: Kernel, memcg: MemCgroup, parent: MemCgroup
         list_splice(k, memcg.kmem_memcg_ptr_list, parent.kmem_memcg_ptr_list)
     spin_unlock_irq(k, g.css_set_lock)
     k.memcg.reparent_log.append(nr_reparented)
-    k.trace("memcg_reparent_kmem_memcg_ptr", _memcg_path(memcg), "->", _memcg_path(parent),
-            f"nr={nr_reparented}")
+    if k.tracing:
+        k.trace("memcg_reparent_kmem_memcg_ptr", _memcg_path(memcg), "->", _memcg_path(parent),
+                f"nr={nr_reparented}")
     if nr_reparented:
         css_get_many(k, parent, nr_reparented)
         css_put_many(k, memcg, nr_reparented)
