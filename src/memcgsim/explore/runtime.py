@@ -245,7 +245,9 @@ class Run:
                     prev = self._sigma
                     self._sigma = sig
                     if prev is not None and prev == sig and self.last != gp:
-                        runnable = [y for y in runnable if y is not x]
+                        # (rcu_gp, the first task spawned, is usually first)
+                        runnable = (runnable[1:] if runnable[0] is x
+                                    else [y for y in runnable if y is not x])
                     break
             else:
                 self._sigma = None

@@ -160,8 +160,8 @@ def percpu_ref_exit(k: Kernel, ref: PercpuRef) -> None:
     area = k.load(ref, "percpu")
     if area is not None:
         # A non-NULL confirm_switch means a switch is still in flight.
-        k.warn_on(ref.confirm_switch is not None,
-                  f"percpu_ref_exit({ref.kname()}) while switching to atomic")
+        if ref.confirm_switch is not None:  # (the message is built only when it fires)
+            k.warn_on(True, f"percpu_ref_exit({ref.kname()}) while switching to atomic")
         free_percpu(k, area)
         k.store(ref, "percpu", None)
         k.store(ref, "flags", __PERCPU_REF_ATOMIC_DEAD)
