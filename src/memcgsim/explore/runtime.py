@@ -171,6 +171,7 @@ class Run:
         "observe",
         "policy",
         "prefix",
+        "quiet",
         "rcu_flags",
         "record",
         "steps",
@@ -185,6 +186,9 @@ class Run:
         self.policy = policy
         #: the policy wants every step (on_step is overridden)
         self.observe = type(policy).on_step is not Policy.on_step
+        #: steps where only the running task can go on need not come here
+        #: (Kernel.quiet_steps): nothing is recorded or observed per step
+        self.quiet = not record and not self.observe
         self.choices: list[int] = []
         self.new_points: list[ChoicePoint] = []
         self.record = record
@@ -208,8 +212,18 @@ class Run:
             r = r + r + (c.rcu_nesting > 0 or c.preempt_count > 0 or c.irqs_disabled)
         return (r, rcu.need_seq, rcu.gp_seq, rcu.nr_enqueued, len(rcu.gp_waiting))
 
+    def _fold_quiet(self, k: Kernel) -> None:
+        """Count the steps the running task took alone since the last call (each with one
+        runnable task: the RCU signature comparison starts over, as after any such step)."""
+        q = k.quiet_steps
+        if q:
+            k.quiet_steps = 0
+            self.nr_steps += q
+            self._sigma = None
+
     def finish(self, k: Kernel) -> None:
         """Close the record of the last step (its effect on the RCU signature)."""
+        self._fold_quiet(k)
         if self.record and self.steps:
             self.rcu_flags[-1] = self._rcu_signature(k) != self._sig_prev
 
@@ -224,6 +238,8 @@ class Run:
         step, that step changed the signature, or it just became runnable; the equivalent
         schedule has no more preemptions, so bounded search keeps its coverage.
         """
+        if k.quiet_steps:
+            self._fold_quiet(k)
         choice = -1
         record = self.record
         sig = None
@@ -279,6 +295,10 @@ class Run:
             self.policy.on_step(self, t.tid, acc, choice)
         self.last = t.tid
         self.nr_steps = nr + 1
+        if self.quiet:
+            # The running task is t from now until the next call: quiet steps are t's, and
+            # the livelock check stays exact.
+            k.quiet_budget = MAX_STEPS - nr - 1
         return t
 
     def _choose(self, k: Kernel, runnable: list[Task]) -> Task:
@@ -308,6 +328,7 @@ class Run:
             self.steps[-1] = (t.tid, acc)
 
     def decide(self, k: Kernel, what: str, probability: float) -> bool:
+        self._fold_quiet(k)
         if probability <= 0.0:
             return False
         if probability >= 1.0:

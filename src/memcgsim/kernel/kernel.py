@@ -298,6 +298,10 @@ class Kernel:
         self.schedule_log: list[tuple[int, Access | None]] = []
         #: ask the chooser at every step, even when one task can run (the explorer's view)
         self.observe_steps = False
+        #: steps the running task took alone without asking the chooser (see _point), and
+        #: how many more it may take so (the chooser sets it; 0: ask at every step)
+        self.quiet_steps = 0
+        self.quiet_budget = 0
         #: a task resumed from a wait (or started) runs through its first scheduling point
         #: in the same step: the code in between touches no shared state, so stopping there
         #: would only double the choices (the explorer sets this)
@@ -477,6 +481,11 @@ class Kernel:
                 st = x.state
                 if st is _RUNNABLE or (st is _WAITING and x.wait_cond()):  # type: ignore[misc]
                     cands.append(x)
+            if len(cands) == 1 and self.quiet_steps < self.quiet_budget:
+                # Only the running task can go on: no choice, and a chooser that needs no
+                # per-step view counts it later (Run.pick_task folds quiet_steps in).
+                self.quiet_steps += 1
+                return
             nxt = self.chooser.pick_task(self, cands)
             if nxt is t:
                 # What _switch_to() would do for the task that is already running.
