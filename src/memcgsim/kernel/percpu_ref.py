@@ -31,7 +31,7 @@ from memcgsim.kernel.locking import (
     spin_lock_irqsave,
     spin_unlock_irqrestore,
 )
-from memcgsim.kernel.objects import KObject
+from memcgsim.kernel.objects import KObject, LazyMember
 from memcgsim.kernel.rcu import RcuHead, call_rcu
 from memcgsim.kernel.task import AccessKind
 from memcgsim.kernel.violations import ViolationKind
@@ -91,11 +91,15 @@ class PercpuRef(KObject):
     ktype = "struct percpu_ref"
     kfields = ("count", "percpu", "flags", "release", "confirm_switch", "force_atomic",
                "allow_reinit")
+    #: the rcu_head the switch to atomic mode queues, made on first use (LazyMember)
+    rcu: LazyMember[RcuHead] = LazyMember(lambda ref: ref._make_rcu())
 
     def __init__(self, owner: KObject | None = None, path: str = "refcnt") -> None:
         super().__init__()
         if owner is not None:
             self.embed(owner, path)
+        else:
+            self._krcu_path = f"{path}.rcu"
         #: atomic_long_t count
         self.count = 0
         self.percpu: PercpuArea | None = None
@@ -104,10 +108,15 @@ class PercpuRef(KObject):
         self.confirm_switch: ReleaseFn | None = None
         self.force_atomic = False
         self.allow_reinit = False
-        self.rcu = RcuHead(owner if owner is not None else self, f"{path}.rcu")
-        self.rcu.ref = self  # type: ignore[attr-defined]
         #: model bookkeeping: percpu_ref_exit() has run
         self._kexited = False
+
+    def _make_rcu(self) -> RcuHead:
+        owner = self._kowner
+        path = self._krcu_path if owner is self else self._kpath + "rcu"
+        head = RcuHead(owner, path)
+        head.ref = self  # type: ignore[attr-defined]
+        return head
 
 
 def percpu_ref_switch_lock(k: Kernel) -> Spinlock:
