@@ -167,6 +167,7 @@ class Run:
         "gp_tid",
         "last",
         "new_points",
+        "nprefix",
         "nr_steps",
         "observe",
         "policy",
@@ -183,6 +184,7 @@ class Run:
         self.gp_tid = gp_tid
         self._sigma: tuple[Any, ...] | None = None
         self.prefix = prefix
+        self.nprefix = len(prefix)
         self.policy = policy
         #: the policy wants every step (on_step is overridden)
         self.observe = type(policy).on_step is not Policy.on_step
@@ -257,7 +259,15 @@ class Run:
             for x in runnable:
                 if x.tid == gp:
                     if sig is None:
-                        sig = self._rcu_signature(k)
+                        # _rcu_signature(k), inlined (most steps of a run with a grace
+                        # period in flight come here)
+                        rcu = k.rcu
+                        r = 0
+                        for c in k.cpus:
+                            r = r + r + (c.rcu_nesting > 0 or c.preempt_count > 0
+                                         or c.irqs_disabled)
+                        sig = (r, rcu.need_seq, rcu.gp_seq, rcu.nr_enqueued,
+                               len(rcu.gp_waiting))
                     prev = self._sigma
                     self._sigma = sig
                     if prev is not None and prev == sig and self.last != gp:
@@ -271,7 +281,7 @@ class Run:
                 t = runnable[0]
             else:
                 choice = len(self.choices)
-                if choice < len(self.prefix):
+                if choice < self.nprefix:
                     # Replaying (inlined: most choices of a tree search are replayed).
                     tid = self.prefix[choice]
                     for t in runnable:

@@ -194,26 +194,30 @@ class Event:
         return f"{self.step:>8} {self.clock_ns:>12} {self.task:<14} {self.what} {self.detail}".rstrip()
 
 
-_CONFIGS: dict[tuple[KernelConfig, tuple[tuple[str, Any], ...]], KernelConfig] = {}
+_DEFAULT_CONFIG = KernelConfig()
+
+#: (id(base config), overrides) -> (base config, result); the base is kept, so its id
+#: cannot be reused while it is a key
+_CONFIGS: dict[tuple[int, tuple[tuple[str, Any], ...]], tuple[KernelConfig, KernelConfig]] = {}
 
 
 def _configure(cfg: KernelConfig, overrides: dict[str, Any]) -> KernelConfig:
     """``cfg`` with ``overrides``; the explorer builds a kernel per schedule, so the
     (hashable) results are remembered."""
-    key = (cfg, tuple(sorted(overrides.items())))
+    key = (id(cfg), tuple(sorted(overrides.items())))
     try:
         hit = _CONFIGS.get(key)
     except TypeError:  # an unhashable value
         key, hit = None, None  # type: ignore[assignment]
-    if hit is not None:
-        return hit
+    if hit is not None and hit[0] is cfg:
+        return hit[1]
     unknown = sorted(set(overrides) - set(KernelConfig.__dataclass_fields__))
     if unknown:
         known = ", ".join(sorted(KernelConfig.__dataclass_fields__))
         raise ValueError(f"unknown Kernel option {unknown[0]!r} (known: {known})")
     new = replace(cfg, **overrides)
     if key is not None and len(_CONFIGS) < 256:
-        _CONFIGS[key] = new
+        _CONFIGS[key] = (cfg, new)
     return new
 
 
@@ -263,7 +267,7 @@ class Kernel:
         self, nr_cpus: int | None = None, seed: int | None = None, *,
         config: KernelConfig | None = None, **overrides: Any,
     ) -> None:
-        cfg = config or KernelConfig()
+        cfg = config or _DEFAULT_CONFIG
         if nr_cpus is not None:
             overrides["nr_cpus"] = nr_cpus
         if seed is not None:

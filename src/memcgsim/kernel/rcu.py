@@ -143,7 +143,13 @@ def _gp_wanted(rcu: RcuState) -> Callable[[], bool]:
 def _cbs_ready(rcu: RcuState, cpu: int) -> Callable[[], bool]:
     """rcu_cpu_kthread()'s idle condition: the first callback's grace period has ended."""
     q = rcu.cbs[cpu]
-    return lambda: bool(q) and q[0].need_seq <= rcu.gp_seq
+
+    def ready() -> bool:  # (polled at every explored step: no bool() call)
+        if q:
+            return q[0].need_seq <= rcu.gp_seq
+        return False
+
+    return ready
 
 
 def rcu_gp_kthread(k: Kernel) -> None:
