@@ -805,7 +805,9 @@ class Kernel:
             self.cpus[t.cpu].curr = t
         if self.record_steps:
             self.schedule_log.append((t.tid, t.pending))
-        self.current = t
+        # self.current = t / None, without the property (two per task switch)
+        self._current = t
+        self.this_cpu = t.cpu_state
         assert t.glet is not None
         start = t.start
         if start is not None:
@@ -813,7 +815,8 @@ class Kernel:
             t.glet.switch(start)
         else:
             t.glet.switch()
-        self.current = None
+        self._current = None
+        self.this_cpu = self.cpus[0]
         if t.exc is not None and t.state is not _RUNNABLE:
             exc = t.exc
             if isinstance(exc, KernelViolation) or not self._is_task_error(exc):
