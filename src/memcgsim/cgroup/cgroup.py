@@ -59,7 +59,7 @@ from memcgsim.kernel.locking import (
     spin_unlock_irq,
     spin_unlock_irqrestore,
 )
-from memcgsim.kernel.objects import KObject
+from memcgsim.kernel.objects import KObject, LazyMember
 from memcgsim.kernel.percpu_ref import (
     PercpuRef,
     percpu_ref_exit,
@@ -136,6 +136,12 @@ CGROUP_CORE_FILES = (
 )
 
 
+#: enum members as module constants (AccessKind.X is a slow metaclass lookup)
+_READ = AccessKind.READ
+_WRITE = AccessKind.WRITE
+_RMW = AccessKind.RMW
+
+
 class CgroupSubsys:
     """struct cgroup_subsys: a controller's name, id and lifecycle callbacks.
 
@@ -176,6 +182,16 @@ class CgroupSubsysState(KObject):
 
     ktype = "struct cgroup_subsys_state"
 
+    # Made on first use (LazyMember), at the same place in the allocation.
+    sibling: LazyMember[ListHead] = LazyMember(
+        lambda css: ListHead(css._kowner, css._kpath + "sibling"))
+    children: LazyMember[ListHead] = LazyMember(
+        lambda css: ListHead(css._kowner, css._kpath + "children"))
+    destroy_work: LazyMember[WorkStruct] = LazyMember(
+        lambda css: WorkStruct(css._kowner, css._kpath + "destroy_work"))
+    destroy_rwork: LazyMember[RcuWork] = LazyMember(
+        lambda css: RcuWork(css._kowner, css._kpath + "destroy_rwork"))
+
     def __init__(self, owner: KObject | None = None, path: str = "css") -> None:
         super().__init__()
         if owner is not None:
@@ -185,15 +201,11 @@ class CgroupSubsysState(KObject):
         self.cgroup: Cgroup | None = None
         self.ss: CgroupSubsys | None = None
         self.refcnt = PercpuRef(me, pre + "refcnt")
-        self.sibling = ListHead(me, pre + "sibling")
-        self.children = ListHead(me, pre + "children")
         self.id = -1
         self.flags = 0
         self.serial_nr = 0
         self.online_cnt = 0
         self.parent: CgroupSubsysState | None = None
-        self.destroy_work = WorkStruct(me, pre + "destroy_work")
-        self.destroy_rwork = RcuWork(me, pre + "destroy_rwork")
 
     def _klabel(self) -> str:
         return cgroup_path(self.cgroup) if self.cgroup is not None else ""
@@ -351,7 +363,7 @@ def cgroup_parent(cgrp: Cgroup) -> Cgroup | None:
 
 def cgroup_css(k: Kernel, cgrp: Cgroup, ss: CgroupSubsys) -> CgroupSubsysState | None:
     """cgroup_css(): the cgroup's online css of ``ss`` (an RCU-protected pointer)."""
-    k.access(cgrp, f"subsys[{ss.id}]", AccessKind.READ)
+    k.access(cgrp, f"subsys[{ss.id}]", _READ)
     return cgrp.subsys.get(ss.id)
 
 
@@ -464,7 +476,7 @@ def find_css_set(k: Kernel, old: CssSet, cgrp: Cgroup) -> CssSet | None:
 def put_css_set_locked(k: Kernel, cset: CssSet) -> None:
     """put_css_set_locked(): drop a reference; the last one unlinks and frees the css_set."""
     g = k.cgroup
-    k.access(cset, "refcount", AccessKind.RMW)
+    k.access(cset, "refcount", _RMW)
     cset.refcount -= 1
     if cset.refcount > 0:
         return
@@ -566,7 +578,7 @@ def online_css(k: Kernel, css: CgroupSubsysState) -> int:
     ret = ss.css_online(k, css)
     if ret == 0:
         k.store(css, "flags", css.flags | CSS_ONLINE)
-        k.access(cgrp, f"subsys[{ss.id}]", AccessKind.WRITE)
+        k.access(cgrp, f"subsys[{ss.id}]", _WRITE)
         cgrp.subsys[ss.id] = css
         k.rmw(css, "online_cnt", lambda c: c + 1)
         if css.parent is not None:
@@ -584,7 +596,7 @@ def offline_css(k: Kernel, css: CgroupSubsysState) -> None:
     k.trace("css_offline", ss.name, cgroup_path(cgrp))
     ss.css_offline(k, css)
     k.store(css, "flags", css.flags & ~CSS_ONLINE)
-    k.access(cgrp, f"subsys[{ss.id}]", AccessKind.WRITE)
+    k.access(cgrp, f"subsys[{ss.id}]", _WRITE)
     cgrp.subsys[ss.id] = None
 
 

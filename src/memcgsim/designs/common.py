@@ -30,6 +30,10 @@ __all__ = [
 ]
 
 
+#: enum members as module constants (AccessKind.X is a slow metaclass lookup)
+_RMW = AccessKind.RMW
+
+
 def cache_vmstat_idx(s: KmemCache) -> MemcgStat:
     """cache_vmstat_idx(): NR_SLAB_RECLAIMABLE for SLAB_RECLAIM_ACCOUNT caches."""
     return _RECLAIMABLE if s.reclaimable else _UNRECLAIMABLE
@@ -98,14 +102,14 @@ def clear_owners(k: Kernel, s: KmemCache, idxs: Objs, vector: str) -> list[tuple
     a = s.arena
     if len(idxs) == 1:
         idx = idxs[0]
-        k.access(s, vector, AccessKind.RMW)
+        k.access(s, vector, _RMW)
         h = int(a.owner_mv[idx])
         if h <= 0:
             return []
         a.owner_mv[idx] = 0
         return [(h, 1)]
     arr = np.asarray(idxs)
-    k.access(s, vector, AccessKind.RMW)
+    k.access(s, vector, _RMW)
     hs = a.owner[arr]
     a.owner[arr] = 0
     return owner_runs(hs)

@@ -45,6 +45,10 @@ TASK = 0
 DECIDE = 1
 
 
+#: enum members as module constants (AccessKind.X is a slow metaclass lookup)
+_NONE = AccessKind.NONE
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """One task of a scenario: ``fn(k, world)`` runs on simulated CPU ``cpu``."""
@@ -93,7 +97,7 @@ class ChoicePoint:
 def _known(acc: Access | None) -> Access | None:
     """A step's footprint as known when it is chosen: a task that starts or resumes from a
     wait runs through its next access, which is not known yet (None: dependent with all)."""
-    if acc is None or acc.kind is AccessKind.NONE:
+    if acc is None or acc.kind is _NONE:
         return None
     return acc
 
@@ -163,10 +167,12 @@ class Run:
         "gp_tid",
         "last",
         "new_points",
+        "nprefix",
         "nr_steps",
         "observe",
         "policy",
         "prefix",
+        "quiet",
         "rcu_flags",
         "record",
         "steps",
@@ -178,9 +184,13 @@ class Run:
         self.gp_tid = gp_tid
         self._sigma: tuple[Any, ...] | None = None
         self.prefix = prefix
+        self.nprefix = len(prefix)
         self.policy = policy
         #: the policy wants every step (on_step is overridden)
         self.observe = type(policy).on_step is not Policy.on_step
+        #: steps where only the running task can go on need not come here
+        #: (Kernel.quiet_steps): nothing is recorded or observed per step
+        self.quiet = not record and not self.observe
         self.choices: list[int] = []
         self.new_points: list[ChoicePoint] = []
         self.record = record
@@ -195,15 +205,27 @@ class Run:
     @staticmethod
     def _rcu_signature(k: Kernel) -> tuple[Any, ...]:
         """What rcu_gp's steps read: each CPU's read-side state (rcu_read_lock nesting,
-        preemption or interrupts disabled), the requested and completed grace-period numbers,
-        the callbacks queued, the CPUs the current grace period still waits for."""
+        preemption or interrupts disabled, one bit per CPU), the requested and completed
+        grace-period numbers, the callbacks queued, the CPUs the current grace period still
+        waits for.  Only compared for equality."""
         rcu = k.rcu
-        return (tuple([c.rcu_nesting > 0 or c.preempt_count > 0 or c.irqs_disabled
-                       for c in k.cpus]),
-                rcu.need_seq, rcu.gp_seq, sum(rcu.enqueued), len(rcu.gp_waiting))
+        r = 0
+        for c in k.cpus:
+            r = r + r + (c.rcu_nesting > 0 or c.preempt_count > 0 or c.irqs_disabled)
+        return (r, rcu.need_seq, rcu.gp_seq, rcu.nr_enqueued, len(rcu.gp_waiting))
+
+    def _fold_quiet(self, k: Kernel) -> None:
+        """Count the steps the running task took alone since the last call (each with one
+        runnable task: the RCU signature comparison starts over, as after any such step)."""
+        q = k.quiet_steps
+        if q:
+            k.quiet_steps = 0
+            self.nr_steps += q
+            self._sigma = None
 
     def finish(self, k: Kernel) -> None:
         """Close the record of the last step (its effect on the RCU signature)."""
+        self._fold_quiet(k)
         if self.record and self.steps:
             self.rcu_flags[-1] = self._rcu_signature(k) != self._sig_prev
 
@@ -218,61 +240,64 @@ class Run:
         step, that step changed the signature, or it just became runnable; the equivalent
         schedule has no more preemptions, so bounded search keeps its coverage.
         """
+        if k.quiet_steps:
+            self._fold_quiet(k)
         choice = -1
         record = self.record
+        sig = None
         if record:
             sig = self._rcu_signature(k)
             if self.steps:
                 self.rcu_flags[-1] = sig != self._sig_prev
             self._sig_prev = sig
-        n = len(runnable)
-        if n > 1:
+        if len(runnable) == 1:
+            # The common case: no choice (no other task can run).
+            self._sigma = None
+            t = runnable[0]
+        else:
             gp = self.gp_tid
             for x in runnable:
                 if x.tid == gp:
-                    sig = self._rcu_signature(k)
+                    if sig is None:
+                        # _rcu_signature(k), inlined (most steps of a run with a grace
+                        # period in flight come here)
+                        rcu = k.rcu
+                        r = 0
+                        for c in k.cpus:
+                            r = r + r + (c.rcu_nesting > 0 or c.preempt_count > 0
+                                         or c.irqs_disabled)
+                        sig = (r, rcu.need_seq, rcu.gp_seq, rcu.nr_enqueued,
+                               len(rcu.gp_waiting))
                     prev = self._sigma
                     self._sigma = sig
                     if prev is not None and prev == sig and self.last != gp:
-                        runnable = [y for y in runnable if y is not x]
-                        n -= 1
+                        # (rcu_gp, the first task spawned, is usually first)
+                        runnable = (runnable[1:] if runnable[0] is x
+                                    else [y for y in runnable if y is not x])
                     break
             else:
                 self._sigma = None
-        else:
-            self._sigma = None
-        if n == 1:
-            t = runnable[0]
-        else:
-            i = len(self.choices)
-            if i < len(self.prefix):
-                tid = self.prefix[i]
-                for t in runnable:
-                    if t.tid == tid:
-                        break
-                else:
-                    raise NondeterminismError(
-                        f"choice {i}: task {tid} is not runnable "
-                        f"(runnable: {[x.tid for x in runnable]})")
+            if len(runnable) == 1:
+                t = runnable[0]
             else:
-                accs = tuple([_known(x.pending) for x in runnable]) if k.footprints else ()
-                cp = ChoicePoint(TASK, tuple([x.tid for x in runnable]), accs, self.last,
-                                 self.nr_steps)
-                self.new_points.append(cp)
-                tid = self.policy.choose(self, cp)
-                for t in runnable:
-                    if t.tid == tid:
-                        break
+                choice = len(self.choices)
+                if choice < self.nprefix:
+                    # Replaying (inlined: most choices of a tree search are replayed).
+                    tid = self.prefix[choice]
+                    for t in runnable:
+                        if t.tid == tid:
+                            break
+                    else:
+                        t = self._choose(k, runnable)
                 else:
-                    raise AssertionError(f"policy chose task {tid}, not runnable")
-            choice = len(self.choices)
-            self.choices.append(t.tid)
+                    t = self._choose(k, runnable)
+                self.choices.append(t.tid)
         nr = self.nr_steps
         if nr >= MAX_STEPS:
             raise Livelock()
         if record or self.observe:
             acc = t.pending
-            if acc is not None and acc.kind is AccessKind.NONE:
+            if acc is not None and acc.kind is _NONE:
                 acc = None
             if record:
                 self.steps.append((t.tid, acc))
@@ -280,7 +305,32 @@ class Run:
             self.policy.on_step(self, t.tid, acc, choice)
         self.last = t.tid
         self.nr_steps = nr + 1
+        if self.quiet:
+            # The running task is t from now until the next call: quiet steps are t's, and
+            # the livelock check stays exact.
+            k.quiet_budget = MAX_STEPS - nr - 1
         return t
+
+    def _choose(self, k: Kernel, runnable: list[Task]) -> Task:
+        """A choice point between the runnable tasks: the prefix's choice, else the policy's."""
+        i = len(self.choices)
+        if i < len(self.prefix):
+            tid = self.prefix[i]
+            for t in runnable:
+                if t.tid == tid:
+                    return t
+            raise NondeterminismError(
+                f"choice {i}: task {tid} is not runnable "
+                f"(runnable: {[x.tid for x in runnable]})")
+        accs = tuple([_known(x.pending) for x in runnable]) if k.footprints else ()
+        cp = ChoicePoint(TASK, tuple([x.tid for x in runnable]), accs, self.last,
+                         self.nr_steps)
+        self.new_points.append(cp)
+        tid = self.policy.choose(self, cp)
+        for t in runnable:
+            if t.tid == tid:
+                return t
+        raise AssertionError(f"policy chose task {tid}, not runnable")
 
     def fused(self, t: Task, acc: Access) -> None:
         """Kernel.on_fused: the step just taken by a resumed task performed ``acc``."""
@@ -288,6 +338,7 @@ class Run:
             self.steps[-1] = (t.tid, acc)
 
     def decide(self, k: Kernel, what: str, probability: float) -> bool:
+        self._fold_quiet(k)
         if probability <= 0.0:
             return False
         if probability >= 1.0:

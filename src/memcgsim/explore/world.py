@@ -371,7 +371,8 @@ def world_css_release(k: Kernel, ref: PercpuRef) -> None:
     """css_release() of a world memcg: free it after a grace period (see the module doc)."""
     m = ref._kowner
     assert isinstance(m, MemCgroup)
-    k.trace("css_release", getattr(m, "_kname", m.kname()))
+    if k.tracing:
+        k.trace("css_release", getattr(m, "_kname", m.kname()))
     call_rcu(k, m.destroy_rwork.rcu, _world_css_free_rcu)
 
 

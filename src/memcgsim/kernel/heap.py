@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from memcgsim.kernel.kernel import capture_frames, format_frames
 from memcgsim.kernel.objects import UNINIT, KObject, KState
 from memcgsim.kernel.task import AccessKind
 from memcgsim.kernel.violations import ViolationKind
@@ -37,6 +38,12 @@ __all__ = [
 ]
 
 ObjT = TypeVar("ObjT", bound=KObject)
+
+
+#: enum members as module constants (AccessKind.X is a slow metaclass lookup)
+_WRITE = AccessKind.WRITE
+_ALIVE = KState.ALIVE
+_FREED = KState.FREED
 
 
 class Gfp:
@@ -102,7 +109,7 @@ class Heap:
         obj._koid = self._next_oid
         self._next_oid += 1
         obj._ksite = site
-        obj._kstate = KState.ALIVE
+        obj._kstate = _ALIVE
         if static:
             obj._kstatic = True
             self.statics.append(obj)
@@ -122,7 +129,7 @@ class Heap:
 
     def release(self, obj: KObject) -> None:
         """Mark ``obj`` freed (after the caller's checks)."""
-        obj._kstate = KState.FREED
+        obj._kstate = _FREED
         self.live.pop(obj._koid, None)
         self.roots.pop(obj._koid, None)
         self.nr_frees += 1
@@ -203,7 +210,7 @@ def kmalloc(k: Kernel, cls: type[ObjT], *args: Any, gfp: int = GFP_KERNEL, site:
     Without __GFP_ZERO (kzalloc) the object's kernel fields read as uninitialised.
     """
     site = site or _caller_site()
-    if gfp & Gfp.DIRECT_RECLAIM:
+    if gfp & Gfp.DIRECT_RECLAIM and not k.can_sleep():
         k.might_sleep(f"kmalloc({cls.ktype}, GFP_KERNEL) in {site}")
     if not gfp & Gfp.NOFAIL and k.faults.should_fail("slab", site, cls.ktype):
         k.trace("failslab", site, cls.ktype)
@@ -230,8 +237,8 @@ def kfree(k: Kernel, obj: KObject | None) -> None:
     """kfree(obj): KASAN reports a double free or a free of something never allocated."""
     if obj is None:
         return
-    k.point(obj._kowner, "<slab>", AccessKind.WRITE)
-    if obj._kstate is KState.FREED:
+    k.point(obj._kowner, "<slab>", _WRITE)
+    if obj._kstate is _FREED:
         k.report(ViolationKind.DOUBLE_FREE,
                  f"double-free of {obj.kname()} (first freed by {getattr(obj, '_kfreed_by', '?')})",
                  obj=obj)
@@ -241,9 +248,24 @@ def kfree(k: Kernel, obj: KObject | None) -> None:
         return
     if getattr(obj, "_kaccounted", False) and k.heap.account is not None:
         k.heap.account.uncharge(k, obj)
-    t = k.current
-    obj._kfreed_by = f"{t.name if t else '-'} at {k.location(2)} step {k.steps}"  # type: ignore[attr-defined]
+    obj._kfreed_by = _FreedBy(k)  # type: ignore[attr-defined]
     k.heap.release(obj)
+
+
+class _FreedBy:
+    """Which task freed an object, where and when; formatted only if a report names it."""
+
+    __slots__ = ("frames", "step", "task")
+
+    def __init__(self, k: Kernel) -> None:
+        t = k.current
+        self.task = t.name if t else "-"
+        # 1: this __init__, 2: kfree, 3: kfree's caller (as k.location(2) from kfree)
+        self.frames = capture_frames(3)
+        self.step = k.steps
+
+    def __str__(self) -> str:
+        return f"{self.task} at {format_frames(self.frames)} step {self.step}"
 
 
 def kfree_rcu(k: Kernel, obj: KObject, head_field: str = "rcu") -> None:
@@ -264,7 +286,7 @@ def alloc_percpu(k: Kernel, what: str, *, site: str | None = None,
                  gfp: int = GFP_KERNEL) -> PercpuArea | None:
     """alloc_percpu_gfp(unsigned long, gfp): a counter per CPU, or None on failure."""
     site = site or _caller_site()
-    if gfp & Gfp.DIRECT_RECLAIM:
+    if gfp & Gfp.DIRECT_RECLAIM and not k.can_sleep():
         k.might_sleep(f"alloc_percpu in {site}")
     if k.faults.should_fail("percpu", site, what):
         k.trace("fail_percpu", site, what)
@@ -277,7 +299,7 @@ def alloc_percpu_struct(k: Kernel, cls: type[ObjT], *args: Any, site: str | None
                         gfp: int = GFP_KERNEL) -> ObjT | None:
     """alloc_percpu(struct ...): a per-cpu structure (fault kind ``"percpu"``), or None."""
     site = site or _caller_site()
-    if gfp & Gfp.DIRECT_RECLAIM:
+    if gfp & Gfp.DIRECT_RECLAIM and not k.can_sleep():
         k.might_sleep(f"alloc_percpu in {site}")
     if k.faults.should_fail("percpu", site, cls.ktype):
         k.trace("fail_percpu", site, cls.ktype)

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 __all__ = ["Ida"]
 
 
+#: enum members as module constants (AccessKind.X is a slow metaclass lookup)
+_RMW = AccessKind.RMW
+
+
 class Ida(KObject):
     """struct ida / struct idr (without the pointer payload): lowest-free id allocation."""
 
@@ -36,7 +40,7 @@ class Ida(KObject):
         The allocation of the ida's tree node may fail (fault kind ``"slab"``, site
         ``ida_alloc``), as the kernel's can under memory pressure.
         """
-        k.access(self, "bitmap", AccessKind.RMW)
+        k.access(self, "bitmap", _RMW)
         if k.faults.should_fail("slab", "ida_alloc", self.name):
             return -ENOMEM
         while self._free and (self._free[0] in self.used or self._free[0] < start):
@@ -63,7 +67,7 @@ class Ida(KObject):
 
     def remove(self, k: Kernel, id_: int) -> None:
         """ida_simple_remove(): WARN on an id that is not allocated."""
-        k.access(self, "bitmap", AccessKind.RMW)
+        k.access(self, "bitmap", _RMW)
         if id_ not in self.used:
             k.warn_on(True, f"ida_free called for id={id_} which is not allocated in {self.name}")
             return

@@ -11,9 +11,12 @@ waits, and exploration, where every point is a choice.
 
 from __future__ import annotations
 
+import functools
 import heapq
+import os
 import random
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -54,6 +57,93 @@ _ANONYMOUS = Access("?", "?", AccessKind.WRITE, "")
 
 #: frames in these files are the runtime, not model code, and are left out of locations
 _RUNTIME_FILES = frozenset({__file__})
+
+
+#: enum members as module constants (AccessKind.X is a slow metaclass lookup)
+_READ = AccessKind.READ
+_WRITE = AccessKind.WRITE
+_RMW = AccessKind.RMW
+_NONE = AccessKind.NONE
+_SOFTIRQ = Context.SOFTIRQ
+
+
+def capture_frames(depth: int = 1, frames: int = 3) -> list[tuple[Any, int]]:
+    """(code, last instruction) of the frame ``depth`` up from this call (1: its caller) and
+    of its callers, skipping the runtime's own frames: cheap to take, formatted by
+    :func:`format_frames` only if a report needs it (line numbers are looked up then)."""
+    try:
+        f = sys._getframe(depth)
+    except ValueError:
+        return []
+    out: list[tuple[Any, int]] = []
+    while f is not None and len(out) < frames:
+        co = f.f_code
+        if co.co_filename not in _RUNTIME_FILES:
+            out.append((co, f.f_lasti))
+        f = f.f_back  # type: ignore[assignment]
+    return out
+
+
+def format_frames(frames: list[tuple[Any, int]]) -> str:
+    """``func:line < caller:line ...`` of captured frames (as ``frame.f_lineno`` reads)."""
+    parts = []
+    for co, lasti in frames:
+        line = next((ln for start, end, ln in co.co_lines() if start <= lasti < end), None)
+        parts.append(f"{co.co_name}:{line}")
+    return " < ".join(parts)
+
+
+class _Killed(BaseException):
+    """Unwinds a task whose world is thrown away (Kernel.kill_tasks)."""
+
+
+#: what the scheduler sends a suspended task to unwind it (cheaper than greenlet.throw())
+_KILL = object()
+
+#: parked coroutines kept per thread (more finish for good)
+_POOL_MAX = 64
+_pools = threading.local()
+#: pools of threads of a parent process (after fork): never switched to again, never freed
+_stale: list[Any] = []
+
+
+def _pool() -> list[greenlet]:
+    """This thread's idle task coroutines.
+
+    Tasks run on reused greenlets: on CPython 3.11 starting a fresh greenlet allocates its
+    frame stack and ending one frees it, about 8 µs per task (more than a whole explored
+    step); a parked greenlet keeps its stack.
+    """
+    try:
+        return _pools.pool  # type: ignore[no-any-return]
+    except AttributeError:
+        pool: list[greenlet] = []
+        _pools.pool = pool
+        return pool
+
+
+def _forget_pools() -> None:
+    """In a forked child, leave the parent's parked coroutines alone."""
+    global _pools
+    _stale.append(_pools)
+    _pools = threading.local()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools)
+
+
+def _worker(job: Callable[[], greenlet]) -> None:
+    """A pooled coroutine: run a task body, park, run the next one it is sent."""
+    me = greenlet.getcurrent()
+    pool = _pool()
+    while True:
+        sched = job()
+        job = None  # type: ignore[assignment]  # (the finished body holds its world)
+        if len(pool) >= _POOL_MAX:
+            return
+        pool.append(me)
+        job = sched.switch()
 
 
 @dataclass(frozen=True)
@@ -104,6 +194,33 @@ class Event:
         return f"{self.step:>8} {self.clock_ns:>12} {self.task:<14} {self.what} {self.detail}".rstrip()
 
 
+_DEFAULT_CONFIG = KernelConfig()
+
+#: (id(base config), overrides) -> (base config, result); the base is kept, so its id
+#: cannot be reused while it is a key
+_CONFIGS: dict[tuple[int, tuple[tuple[str, Any], ...]], tuple[KernelConfig, KernelConfig]] = {}
+
+
+def _configure(cfg: KernelConfig, overrides: dict[str, Any]) -> KernelConfig:
+    """``cfg`` with ``overrides``; the explorer builds a kernel per schedule, so the
+    (hashable) results are remembered."""
+    key = (id(cfg), tuple(sorted(overrides.items())))
+    try:
+        hit = _CONFIGS.get(key)
+    except TypeError:  # an unhashable value
+        key, hit = None, None  # type: ignore[assignment]
+    if hit is not None and hit[0] is cfg:
+        return hit[1]
+    unknown = sorted(set(overrides) - set(KernelConfig.__dataclass_fields__))
+    if unknown:
+        known = ", ".join(sorted(KernelConfig.__dataclass_fields__))
+        raise ValueError(f"unknown Kernel option {unknown[0]!r} (known: {known})")
+    new = replace(cfg, **overrides)
+    if key is not None and len(_CONFIGS) < 256:
+        _CONFIGS[key] = (cfg, new)
+    return new
+
+
 class Chooser(Protocol):
     """The one place a run's nondeterminism is resolved; the explorer substitutes its own."""
 
@@ -150,23 +267,21 @@ class Kernel:
         self, nr_cpus: int | None = None, seed: int | None = None, *,
         config: KernelConfig | None = None, **overrides: Any,
     ) -> None:
-        cfg = config or KernelConfig()
+        cfg = config or _DEFAULT_CONFIG
         if nr_cpus is not None:
             overrides["nr_cpus"] = nr_cpus
         if seed is not None:
             overrides["seed"] = seed
         if overrides:
-            unknown = sorted(set(overrides) - set(KernelConfig.__dataclass_fields__))
-            if unknown:
-                known = ", ".join(sorted(KernelConfig.__dataclass_fields__))
-                raise ValueError(f"unknown Kernel option {unknown[0]!r} (known: {known})")
-            cfg = replace(cfg, **overrides)
+            cfg = _configure(cfg, overrides)
         if cfg.nr_cpus < 1:
             raise ValueError(f"nr_cpus must be at least 1, not {cfg.nr_cpus}")
         self.config = cfg
+        #: the lifecycle log is kept (config.log_events); hot call sites test this before
+        #: formatting an event's details
+        self.tracing = cfg.log_events
         self.nr_cpus = cfg.nr_cpus
         self.seed = cfg.seed
-        self.rng = random.Random(cfg.seed)
         self.page_size = cfg.page_size
 
         #: scheduling points taken since boot
@@ -187,6 +302,10 @@ class Kernel:
         self.schedule_log: list[tuple[int, Access | None]] = []
         #: ask the chooser at every step, even when one task can run (the explorer's view)
         self.observe_steps = False
+        #: steps the running task took alone without asking the chooser (see _point), and
+        #: how many more it may take so (the chooser sets it; 0: ask at every step)
+        self.quiet_steps = 0
+        self.quiet_budget = 0
         #: a task resumed from a wait (or started) runs through its first scheduling point
         #: in the same step: the code in between touches no shared state, so stopping there
         #: would only double the choices (the explorer sets this)
@@ -230,15 +349,21 @@ class Kernel:
 
             start_kernel(self)
 
+    @functools.cached_property
+    def rng(self) -> random.Random:
+        """The run's random source, seeded from ``seed`` (made on first use: seeding costs
+        more than a whole explored step, and explored runs draw nothing from it)."""
+        return random.Random(self.seed)
+
     # ------------------------------------------------------------------ access API
     def load(self, obj: KObject, field: str) -> Any:
         """READ_ONCE(obj->field): a scheduling point, a KASAN check, then the read."""
         if self.preemptive:
-            self._point(obj, field, AccessKind.READ)
+            self._point(obj, field, _READ)
         else:
             self.steps += 1
         if obj._kowner._kstate:
-            self._bad_access(obj, field, AccessKind.READ)
+            self._bad_access(obj, field, _READ)
         value = getattr(obj, field)
         if value is UNINIT:
             self.report(ViolationKind.UNINIT_READ, f"read of uninitialised {obj.kname()}.{field}",
@@ -248,21 +373,21 @@ class Kernel:
     def store(self, obj: KObject, field: str, value: Any) -> None:
         """WRITE_ONCE(obj->field, value)."""
         if self.preemptive:
-            self._point(obj, field, AccessKind.WRITE)
+            self._point(obj, field, _WRITE)
         else:
             self.steps += 1
         if obj._kowner._kstate:
-            self._bad_access(obj, field, AccessKind.WRITE)
+            self._bad_access(obj, field, _WRITE)
         setattr(obj, field, value)
 
     def xchg(self, obj: KObject, field: str, value: Any) -> Any:
         """xchg(&obj->field, value): atomically store and return the old value."""
         if self.preemptive:
-            self._point(obj, field, AccessKind.RMW)
+            self._point(obj, field, _RMW)
         else:
             self.steps += 1
         if obj._kowner._kstate:
-            self._bad_access(obj, field, AccessKind.RMW)
+            self._bad_access(obj, field, _RMW)
         old = getattr(obj, field)
         setattr(obj, field, value)
         return old
@@ -270,11 +395,11 @@ class Kernel:
     def cmpxchg(self, obj: KObject, field: str, old: Any, new: Any) -> Any:
         """cmpxchg(&obj->field, old, new): store ``new`` if the value is ``old``; return it."""
         if self.preemptive:
-            self._point(obj, field, AccessKind.RMW)
+            self._point(obj, field, _RMW)
         else:
             self.steps += 1
         if obj._kowner._kstate:
-            self._bad_access(obj, field, AccessKind.RMW)
+            self._bad_access(obj, field, _RMW)
         cur = getattr(obj, field)
         if cur is old or cur == old:
             setattr(obj, field, new)
@@ -283,11 +408,11 @@ class Kernel:
     def rmw(self, obj: KObject, field: str, fn: Callable[[Any], Any]) -> tuple[Any, Any]:
         """An atomic read-modify-write (atomic_add, inc_not_zero...): returns (old, new)."""
         if self.preemptive:
-            self._point(obj, field, AccessKind.RMW)
+            self._point(obj, field, _RMW)
         else:
             self.steps += 1
         if obj._kowner._kstate:
-            self._bad_access(obj, field, AccessKind.RMW)
+            self._bad_access(obj, field, _RMW)
         old = getattr(obj, field)
         new = fn(old)
         setattr(obj, field, new)
@@ -328,19 +453,19 @@ class Kernel:
 
     # ------------------------------------------------------------------ scheduling points
     def _point(self, obj: KObject | None, field: str, kind: AccessKind) -> None:
-        t = self.current
+        t = self._current
         self.steps += 1
         if t is None:
             return
-        if not self.footprints:
-            acc = _ANONYMOUS
-        elif obj is None:
-            acc = Access("", field, kind, "")
+        if self.footprints:
+            if obj is None:
+                acc = Access("", field, kind, "")
+            else:
+                acc = Access(f"{obj._kowner._koid}:{obj._kpath}", field, kind, "")
+            if self.record_steps:
+                acc.location = self.location(3, frames=8)
         else:
-            owner = obj._kowner
-            acc = Access(f"{owner._koid}:{obj._kpath}", field, kind, "")
-        if self.record_steps:
-            acc.location = self.location(3, frames=8)
+            acc = _ANONYMOUS
         if self._resumed is t:
             # The resumed task's step goes on through this point (see fuse_resume).
             self._resumed = None
@@ -351,7 +476,20 @@ class Kernel:
             return
         t.pending = acc
         if self.inline_schedule:
-            cands = self.runnable_tasks()
+            # runnable_tasks(), inlined: this runs at every explored step.
+            cands = []
+            for x in self._active:
+                c = x.cpu_state.curr
+                if c is not None and c is not x:
+                    continue
+                st = x.state
+                if st is _RUNNABLE or (st is _WAITING and x.wait_cond()):  # type: ignore[misc]
+                    cands.append(x)
+            if len(cands) == 1 and self.quiet_steps < self.quiet_budget:
+                # Only the running task can go on: no choice, and a chooser that needs no
+                # per-step view counts it later (Run.pick_task folds quiet_steps in).
+                self.quiet_steps += 1
+                return
             nxt = self.chooser.pick_task(self, cands)
             if nxt is t:
                 # What _switch_to() would do for the task that is already running.
@@ -360,12 +498,13 @@ class Kernel:
                 return
             self._chosen = nxt
         assert self._sched_glet is not None
-        self._sched_glet.switch()
+        if self._sched_glet.switch() is _KILL:
+            raise _Killed
 
     def preempt_point(self, what: str = "") -> None:
         """A scheduling point with no footprint (e.g. between two independent phases)."""
         if self.preemptive:
-            self._point(None, what, AccessKind.NONE)
+            self._point(None, what, _NONE)
         else:
             self.steps += 1
 
@@ -375,17 +514,7 @@ class Kernel:
         Frames of the runtime itself (this file) are skipped, so the result names model code
         or the user's scenario code.
         """
-        try:
-            f = sys._getframe(depth)
-        except ValueError:
-            return ""
-        parts: list[str] = []
-        while f is not None and len(parts) < frames:
-            co = f.f_code
-            if co.co_filename not in _RUNTIME_FILES:
-                parts.append(f"{co.co_name}:{f.f_lineno}")
-            f = f.f_back  # type: ignore[assignment]
-        return " < ".join(parts)
+        return format_frames(capture_frames(depth + 1, frames))
 
     # ------------------------------------------------------------------ context
     @property
@@ -407,8 +536,16 @@ class Kernel:
         return (
             cpu.preempt_count > 0
             or cpu.irqs_disabled
-            or (t is not None and t.context is Context.SOFTIRQ)
+            or (t is not None and t.context is _SOFTIRQ)
         )
+
+    def can_sleep(self) -> bool:
+        """True where might_sleep() has nothing to report: callers on hot paths test this
+        before formatting its message."""
+        cpu = self.this_cpu
+        t = self._current
+        return not (cpu.preempt_count > 0 or cpu.irqs_disabled or cpu.rcu_nesting > 0
+                    or (t is not None and t.context is _SOFTIRQ))
 
     def might_sleep(self, what: str) -> None:
         """might_sleep(): report sleeping in atomic context or inside an RCU read section."""
@@ -420,7 +557,7 @@ class Kernel:
                 why.append(f"preempt_count {cpu.preempt_count}")
             if cpu.irqs_disabled:
                 why.append("irqs disabled")
-            if t is not None and t.context is Context.SOFTIRQ:
+            if t is not None and t.context is _SOFTIRQ:
                 why.append("in softirq (RCU callback) context")
             if t is not None and t.held_locks:
                 why.append("holding " + ", ".join(lk.name for lk in t.held_locks))
@@ -446,7 +583,7 @@ class Kernel:
             raise RuntimeError(f"wait_event({reason}) outside any task")
         if sleep:
             self.might_sleep(reason)
-        t.state = TaskState.WAITING
+        t.state = _WAITING
         t.wait_cond = cond
         t.wait_reason = reason
         t.sleeping = sleep
@@ -455,7 +592,8 @@ class Kernel:
         if sleep and t.cpu is not None and self.cpus[t.cpu].curr is t:
             self.cpus[t.cpu].curr = None
         assert self._sched_glet is not None
-        self._sched_glet.switch()
+        if self._sched_glet.switch() is _KILL:
+            raise _Killed
 
     def msleep(self, msecs: float) -> None:
         """msleep(): sleep until the simulated clock has advanced by ``msecs``."""
@@ -474,9 +612,8 @@ class Kernel:
         """Create a task that has no code yet (fork without exec); it inherits init's cgroups."""
         if cpu is not None and not 0 <= cpu < self.nr_cpus:
             raise ValueError(f"cpu {cpu} out of range 0..{self.nr_cpus - 1}")
-        t = Task(self._next_tid, name, cpu, daemon=daemon, persistent=persistent, context=context)
-        if cpu is not None:
-            t.cpu_state = self.cpus[cpu]
+        t = Task(self._next_tid, name, cpu, daemon=daemon, persistent=persistent, context=context,
+                 cpu_state=None if cpu is None else self.cpus[cpu])
         self._next_tid += 1
         self.heap.adopt(t, "fork", static=True)
         self.tasks.append(t)
@@ -488,8 +625,15 @@ class Kernel:
     def spawn(
         self, fn: Callable[..., Any], *args: Any, name: str | None = None, cpu: int | None = 0,
         daemon: bool = False, task: Task | None = None, context: Context = Context.PROCESS,
+        idle_until: tuple[Callable[[], bool], str] | None = None,
     ) -> Task:
-        """Start ``fn(k, *args)`` in a task: a new one, or the existing idle ``task``."""
+        """Start ``fn(k, *args)`` in a task: a new one, or the existing idle ``task``.
+
+        ``idle_until = (cond, reason)`` declares that ``fn`` begins with
+        ``wait_event(cond, reason, idle=True)``: the task starts out in that wait and its
+        coroutine starts only once ``cond()`` holds (a kthread that never gets work costs
+        no coroutine switch).
+        """
         if task is None:
             task = self.new_task(name or str(getattr(fn, "__name__", "task")), cpu=cpu,
                                  daemon=daemon, context=context)
@@ -497,11 +641,12 @@ class Kernel:
             raise RuntimeError(f"{task} is busy")
         t = task
 
-        def body() -> None:
+        def body() -> greenlet:
+            """The task's code on its coroutine; returns where the coroutine goes next."""
             try:
                 t.result = fn(self, *args)
-            except GreenletExit:
-                return  # killed with its world (Kernel.kill_tasks)
+            except (_Killed, GreenletExit):
+                return self._sched_glet or greenlet.getcurrent().parent
             except BaseException as e:
                 t.exc = e
             if not t.persistent or t.exc is not None:
@@ -515,12 +660,28 @@ class Kernel:
                     except BaseException as e:
                         t.exc = t.exc or e
             self._task_finished(t)
+            return self._sched_glet or greenlet.getcurrent().parent
 
-        t.glet = greenlet(body, parent=self._sched_glet or greenlet.getcurrent())
+        pool = _pool()
+        g = pool.pop() if pool else greenlet(_worker)
+        sched = self._sched_glet or greenlet.getcurrent()
+        if g.parent is not sched:
+            g.parent = sched
+        t.glet = g
+        t.start = body
         t.result = None
         t.exc = None
-        t.state = TaskState.RUNNABLE
-        t.pending = Access("", "start", AccessKind.NONE)
+        if idle_until is None:
+            t.state = _RUNNABLE
+            t.pending = Access("", "start", _NONE)
+        else:
+            # As wait_event(cond, reason, idle=True) leaves it; fn's own first wait_event
+            # then finds cond true and goes on.
+            t.state = _WAITING
+            t.wait_cond, t.wait_reason = idle_until
+            t.sleeping = True
+            t.idle_wait = True
+            t.pending = None
         self._active.append(t)
         return t
 
@@ -620,13 +781,12 @@ class Kernel:
     def runnable_tasks(self) -> list[Task]:
         """Tasks that could take the next step, in tid order."""
         out = []
-        cpus = self.cpus
         for t in self._active:
-            cpu = t.cpu
-            if cpu is not None:
-                c = cpus[cpu].curr
-                if c is not None and c is not t:
-                    continue
+            # A bound task's cpu_state is its CPU; an unbound kthread's is private and
+            # never has a curr, so it is never held off.
+            c = t.cpu_state.curr
+            if c is not None and c is not t:
+                continue
             st = t.state
             if st is _RUNNABLE or (st is _WAITING and t.wait_cond()):  # type: ignore[misc]
                 out.append(t)
@@ -635,9 +795,9 @@ class Kernel:
     def _switch_to(self, t: Task) -> None:
         if self.fuse_resume:
             p = t.pending
-            self._resumed = t if p is None or p.kind is AccessKind.NONE else None
-        if t.state is TaskState.WAITING:
-            t.state = TaskState.RUNNABLE
+            self._resumed = t if p is None or p.kind is _NONE else None
+        if t.state is _WAITING:
+            t.state = _RUNNABLE
             t.wait_cond = None
             t.wait_reason = ""
             t.sleeping = False
@@ -645,11 +805,19 @@ class Kernel:
             self.cpus[t.cpu].curr = t
         if self.record_steps:
             self.schedule_log.append((t.tid, t.pending))
-        self.current = t
+        # self.current = t / None, without the property (two per task switch)
+        self._current = t
+        self.this_cpu = t.cpu_state
         assert t.glet is not None
-        t.glet.switch()
-        self.current = None
-        if t.exc is not None and t.state is not TaskState.RUNNABLE:
+        start = t.start
+        if start is not None:
+            t.start = None
+            t.glet.switch(start)
+        else:
+            t.glet.switch()
+        self._current = None
+        self.this_cpu = self.cpus[0]
+        if t.exc is not None and t.state is not _RUNNABLE:
             exc = t.exc
             if isinstance(exc, KernelViolation) or not self._is_task_error(exc):
                 # A panic, or a bug in the model itself: stop the world.
@@ -666,11 +834,23 @@ class Kernel:
         """
         self.current = None
         self._resumed = None
+        me = greenlet.getcurrent()
+        # The unwound tasks' coroutines come back here, then park.
+        self._sched_glet = me
         for t in self.tasks:
             g = t.glet
-            if g is not None and not g.dead:
-                g.throw(GreenletExit)
             t.glet = None
+            if g is None or g.dead:
+                continue
+            if t.start is not None:
+                t.start = None  # never started: the coroutine is idle
+                pool = _pool()
+                if len(pool) < _POOL_MAX:
+                    pool.append(g)
+                continue
+            if g.parent is not me:
+                g.parent = me
+            g.switch(_KILL)
         self._active.clear()
 
     @staticmethod
@@ -705,7 +885,7 @@ class Kernel:
 
     def _stuck(self) -> list[Task]:
         return [t for t in self._active
-                if t.state is TaskState.WAITING and not t.idle_wait]
+                if t.state is _WAITING and not t.idle_wait]
 
     def _stuck_violation(self) -> Violation | None:
         stuck = self._stuck()
@@ -752,7 +932,7 @@ class Kernel:
 
     def trace(self, what: str, *detail: object) -> None:
         """Append a lifecycle event to the log (deterministic text only)."""
-        if self.config.log_events:
+        if self.tracing:
             t = self.current
             self.events.append(Event(self.steps, self.clock_ns, t.name if t else "-", what,
                                      " ".join(str(d) for d in detail)))

@@ -46,6 +46,12 @@ __all__ = [
 ]
 
 
+#: enum members as module constants (AccessKind.X is a slow metaclass lookup)
+_ACQUIRE = AccessKind.ACQUIRE
+_RELEASE = AccessKind.RELEASE
+_SOFTIRQ = Context.SOFTIRQ
+
+
 class LockBase(KObject):
     """Common state of spinlock_t and struct mutex."""
 
@@ -129,7 +135,7 @@ class Lockdep:
         if lock.sleeping:
             return
         cpu = k.this_cpu
-        if t.context is Context.SOFTIRQ:
+        if t.context is _SOFTIRQ:
             self.in_softirq.add(cls)
             if cls in self.softirq_on:
                 k.report(ViolationKind.LOCK_IRQ_INCONSISTENT,
@@ -195,7 +201,7 @@ def _acquire(k: Kernel, lock: LockBase) -> None:
     t = k.current
     if t is None:
         raise RuntimeError(f"taking {lock.name} outside any task")
-    k.point(lock, "holder", AccessKind.ACQUIRE)
+    k.point(lock, "holder", _ACQUIRE)
     if lock.holder is t:
         k.report(ViolationKind.DEADLOCK,
                  f"possible recursive locking detected: {t.name} takes {lock.name} it already holds",
@@ -208,9 +214,9 @@ def _acquire(k: Kernel, lock: LockBase) -> None:
         holder = lock.holder.name
         k.wait_event(lambda: lock.holder is None, f"{lock.name} (held by {holder})",
                      sleep=lock.sleeping)
-        k.point(lock, "holder", AccessKind.ACQUIRE)
+        k.point(lock, "holder", _ACQUIRE)
     if lock._kowner._kstate:
-        k._bad_access(lock, "holder", AccessKind.ACQUIRE)
+        k._bad_access(lock, "holder", _ACQUIRE)
     lock.holder = t
     lock._kacquired_at = k.steps
     t.held_locks.append(lock)
@@ -218,9 +224,9 @@ def _acquire(k: Kernel, lock: LockBase) -> None:
 
 def _release(k: Kernel, lock: LockBase) -> None:
     t = k.current
-    k.point(lock, "holder", AccessKind.RELEASE)
+    k.point(lock, "holder", _RELEASE)
     if lock._kowner._kstate:
-        k._bad_access(lock, "holder", AccessKind.RELEASE)
+        k._bad_access(lock, "holder", _RELEASE)
     if t is None or lock.holder is not t:
         who = lock.holder.name if lock.holder else "nobody"
         k.report(ViolationKind.BAD_UNLOCK,
@@ -269,7 +275,8 @@ def spin_unlock_irqrestore(k: Kernel, lock: Spinlock, flags: bool) -> None:
 
 def mutex_lock(k: Kernel, lock: Mutex) -> None:
     """mutex_lock(): might sleep; sleeps while another task holds it."""
-    k.might_sleep(f"mutex_lock({lock.name})")
+    if not k.can_sleep():
+        k.might_sleep(f"mutex_lock({lock.name})")
     _acquire(k, lock)
 
 
@@ -282,7 +289,7 @@ def mutex_trylock(k: Kernel, lock: Mutex) -> bool:
     t = k.current
     if t is None:
         raise RuntimeError(f"taking {lock.name} outside any task")
-    k.point(lock, "holder", AccessKind.ACQUIRE)
+    k.point(lock, "holder", _ACQUIRE)
     if lock.holder is not None:
         return False
     k.lockdep.acquire(t, lock)

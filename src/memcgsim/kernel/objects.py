@@ -11,7 +11,8 @@ allocation's state first: that is where use-after-free is caught.
 from __future__ import annotations
 
 import enum
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, Generic, TypeVar
 
 __all__ = [
     "LIST_POISON1",
@@ -20,6 +21,7 @@ __all__ = [
     "UNINIT",
     "KObject",
     "KState",
+    "LazyMember",
     "Poison",
 ]
 
@@ -33,6 +35,10 @@ class KState(enum.IntEnum):
     POISON = 2
 
 
+#: (an enum member read through its class is a slow metaclass lookup)
+_ALIVE = KState.ALIVE
+
+
 class KObject:
     """Base class of every model object that lives in simulated kernel memory.
 
@@ -44,24 +50,21 @@ class KObject:
     #: ``sizeof()`` of the kernel type in bytes, for accounting; 0 when irrelevant.
     ksize: ClassVar[int] = 0
 
-    _kstate: KState
-    _koid: int
+    # Defaults on the class: a world is built per explored schedule, out of dozens of
+    # (mostly embedded) objects, and only the allocation's own state is ever read.
+    _kstate: KState = KState.ALIVE
+    _koid: int = -1
     _kowner: KObject
-    _kpath: str
-    _ksite: str
-    _krcu_pending: bool
+    _kpath: str = ""
+    _ksite: str = ""
+    _krcu_pending: bool = False
     #: static storage (the root cgroup, global locks): never freed
-    _kstatic: bool
+    _kstatic: bool = False
 
     def __init__(self) -> None:
         # Until the heap adopts it, an object is its own allocation with no id.
-        self._kstate = KState.ALIVE
-        self._koid = -1
+        self._kstate = _ALIVE
         self._kowner = self
-        self._kpath = ""
-        self._ksite = ""
-        self._krcu_pending = False
-        self._kstatic = False
 
     def embed(self, owner: KObject, path: str) -> None:
         """Make this object part of ``owner``'s allocation, at member ``path``."""
@@ -97,6 +100,32 @@ class KObject:
 
     def __repr__(self) -> str:
         return f"<{self.kname()}>"
+
+
+M = TypeVar("M")
+
+
+class LazyMember(Generic[M]):
+    """An embedded member made on first access, ``factory(obj)``: the explorer builds a world
+    per schedule, and most of a css's members (work items, child lists) are never touched by
+    the racing code.  Once made it is a plain attribute of ``obj`` (a non-data descriptor);
+    assigning the attribute first works as for any attribute."""
+
+    __slots__ = ("factory", "name")
+
+    def __init__(self, factory: Callable[[Any], M]) -> None:
+        self.factory = factory
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> M:
+        if obj is None:
+            return self  # type: ignore[return-value]
+        value = self.factory(obj)
+        setattr(obj, self.name, value)
+        return value
 
 
 class Poison(KObject):

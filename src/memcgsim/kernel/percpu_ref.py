@@ -19,9 +19,11 @@ soon as the switch to atomic is confirmed; gets and puts keep working on the ato
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from memcgsim.kernel.errno import ENOMEM
 from memcgsim.kernel.heap import GFP_KERNEL, PercpuArea, alloc_percpu, free_percpu
 from memcgsim.kernel.locking import (
     Spinlock,
@@ -29,7 +31,7 @@ from memcgsim.kernel.locking import (
     spin_lock_irqsave,
     spin_unlock_irqrestore,
 )
-from memcgsim.kernel.objects import KObject
+from memcgsim.kernel.objects import KObject, LazyMember
 from memcgsim.kernel.rcu import RcuHead, call_rcu
 from memcgsim.kernel.task import AccessKind
 from memcgsim.kernel.violations import ViolationKind
@@ -89,11 +91,15 @@ class PercpuRef(KObject):
     ktype = "struct percpu_ref"
     kfields = ("count", "percpu", "flags", "release", "confirm_switch", "force_atomic",
                "allow_reinit")
+    #: the rcu_head the switch to atomic mode queues, made on first use (LazyMember)
+    rcu: LazyMember[RcuHead] = LazyMember(lambda ref: ref._make_rcu())
 
     def __init__(self, owner: KObject | None = None, path: str = "refcnt") -> None:
         super().__init__()
         if owner is not None:
             self.embed(owner, path)
+        else:
+            self._krcu_path = f"{path}.rcu"
         #: atomic_long_t count
         self.count = 0
         self.percpu: PercpuArea | None = None
@@ -102,10 +108,15 @@ class PercpuRef(KObject):
         self.confirm_switch: ReleaseFn | None = None
         self.force_atomic = False
         self.allow_reinit = False
-        self.rcu = RcuHead(owner if owner is not None else self, f"{path}.rcu")
-        self.rcu.ref = self  # type: ignore[attr-defined]
         #: model bookkeeping: percpu_ref_exit() has run
         self._kexited = False
+
+    def _make_rcu(self) -> RcuHead:
+        owner = self._kowner
+        path = self._krcu_path if owner is self else self._kpath + "rcu"
+        head = RcuHead(owner, path)
+        head.ref = self  # type: ignore[attr-defined]
+        return head
 
 
 def percpu_ref_switch_lock(k: Kernel) -> Spinlock:
@@ -125,10 +136,6 @@ def percpu_ref_init(k: Kernel, ref: PercpuRef, release: ReleaseFn, flags: int = 
     On failure the per-cpu pointer stays NULL (and the ref unusable), as in the kernel.
     ``site`` names the caller for fault injection (kind ``"percpu"``).
     """
-    import sys
-
-    from memcgsim.kernel.errno import ENOMEM
-
     site = site or sys._getframe(1).f_code.co_name
     area = alloc_percpu(k, "percpu_ref", site=site, gfp=gfp)
     k.store(ref, "flags", 0)
@@ -162,8 +169,8 @@ def percpu_ref_exit(k: Kernel, ref: PercpuRef) -> None:
     area = k.load(ref, "percpu")
     if area is not None:
         # A non-NULL confirm_switch means a switch is still in flight.
-        k.warn_on(ref.confirm_switch is not None,
-                  f"percpu_ref_exit({ref.kname()}) while switching to atomic")
+        if ref.confirm_switch is not None:  # (the message is built only when it fires)
+            k.warn_on(True, f"percpu_ref_exit({ref.kname()}) while switching to atomic")
         free_percpu(k, area)
         k.store(ref, "percpu", None)
         k.store(ref, "flags", __PERCPU_REF_ATOMIC_DEAD)
@@ -326,7 +333,7 @@ def _switch_to_atomic_rcu(k: Kernel, head: RcuHead) -> None:
     total = 0
     if area is not None:
         for cpu in range(k.nr_cpus):
-            k.access(area, f"cpu{cpu}", AccessKind.READ)
+            k.access(area, f"cpu{cpu}", _READ)
             total += area.counters[cpu]
     _, new = k.rmw(ref, "count", lambda c: c + total - PERCPU_COUNT_BIAS)
     if new <= 0:

@@ -48,6 +48,13 @@ RcuFunc = Callable[["Kernel", "RcuHead"], None]
 _WRITE = AccessKind.WRITE
 
 
+#: enum members as module constants (AccessKind.X is a slow metaclass lookup)
+_READ = AccessKind.READ
+_RMW = AccessKind.RMW
+_SOFTIRQ = Context.SOFTIRQ
+_PROCESS = Context.PROCESS
+
+
 class RcuHead(KObject):
     """struct rcu_head, embedded in the object it frees.
 
@@ -91,6 +98,8 @@ class RcuState(KObject):
         self.gp_waiting: set[int] = set()
         self.cbs: list[deque[_Callback]] = [deque() for _ in range(k.nr_cpus)]
         self.enqueued = [0] * k.nr_cpus
+        #: sum(enqueued), kept up to date (the explorer reads it at every step)
+        self.nr_enqueued = 0
         self.invoked = [0] * k.nr_cpus
         self.nr_gps = 0
         k.heap.adopt(self, "rcu_init", static=True)
@@ -116,30 +125,53 @@ class RcuState(KObject):
         return sum(len(q) for q in self.cbs)
 
     def start_kthreads(self) -> None:
-        """rcu_spawn_gp_kthread() and the per-CPU callback kthreads."""
+        """rcu_spawn_gp_kthread() and the per-CPU callback kthreads (each starts out in its
+        idle wait, as it would be after its first steps)."""
         k = self.k
-        k.spawn(rcu_gp_kthread, name="rcu_gp", cpu=None, daemon=True)
+        k.spawn(rcu_gp_kthread, name="rcu_gp", cpu=None, daemon=True,
+                idle_until=(_gp_wanted(self), "a grace-period request"))
         for c in range(k.nr_cpus):
-            k.spawn(rcu_cpu_kthread, c, name=f"rcuc/{c}", cpu=c, daemon=True)
+            k.spawn(rcu_cpu_kthread, c, name=f"rcuc/{c}", cpu=c, daemon=True,
+                    idle_until=(_cbs_ready(self, c), f"rcuc/{c}: ready callbacks"))
+
+
+def _gp_wanted(rcu: RcuState) -> Callable[[], bool]:
+    """rcu_gp_kthread()'s idle condition: a grace period is requested."""
+    return lambda: rcu.need_seq > rcu.gp_seq
+
+
+def _cbs_ready(rcu: RcuState, cpu: int) -> Callable[[], bool]:
+    """rcu_cpu_kthread()'s idle condition: the first callback's grace period has ended."""
+    q = rcu.cbs[cpu]
+
+    def ready() -> bool:  # (polled at every explored step: no bool() call)
+        if q:
+            return q[0].need_seq <= rcu.gp_seq
+        return False
+
+    return ready
 
 
 def rcu_gp_kthread(k: Kernel) -> None:
     """rcu_gp_kthread(): start a grace period when one is needed, end it when it may end."""
     rcu = k.rcu
+    wanted = _gp_wanted(rcu)
     while True:
-        k.wait_event(lambda: rcu.need_seq > rcu.gp_seq, "a grace-period request", idle=True)
+        k.wait_event(wanted, "a grace-period request", idle=True)
         # rcu_gp_init(): snapshot which CPUs are readers now.
-        k.point(rcu, "*", AccessKind.WRITE)
+        k.point(rcu, "*", _WRITE)
         rcu.gp_seq += 1
         rcu.gp_waiting = {c.id for c in k.cpus if c.in_rcu_reader}
-        k.trace("rcu_gp_start", f"gp_seq={rcu.gp_seq}",
-                f"waits={sorted(rcu.gp_waiting)}" if rcu.gp_waiting else "")
+        if k.tracing:
+            k.trace("rcu_gp_start", f"gp_seq={rcu.gp_seq}",
+                    f"waits={sorted(rcu.gp_waiting)}" if rcu.gp_waiting else "")
         k.wait_event(lambda: not rcu.gp_waiting, "quiescent states", idle=True)
         # rcu_gp_cleanup()
-        k.point(rcu, "*", AccessKind.WRITE)
+        k.point(rcu, "*", _WRITE)
         rcu.gp_seq += 1
         rcu.nr_gps += 1
-        k.trace("rcu_gp_end", f"gp_seq={rcu.gp_seq}")
+        if k.tracing:
+            k.trace("rcu_gp_end", f"gp_seq={rcu.gp_seq}")
 
 
 def rcu_cpu_kthread(k: Kernel, cpu: int) -> None:
@@ -147,22 +179,23 @@ def rcu_cpu_kthread(k: Kernel, cpu: int) -> None:
     rcu = k.rcu
     q = rcu.cbs[cpu]
     c = k.cpus[cpu]
+    ready = _cbs_ready(rcu, cpu)
+    reason = f"rcuc/{cpu}: ready callbacks"
     while True:
-        k.wait_event(lambda: bool(q) and q[0].need_seq <= rcu.gp_seq,
-                     f"rcuc/{cpu}: ready callbacks", idle=True)
-        k.point(rcu, f"cbs{cpu}", AccessKind.RMW)
+        k.wait_event(ready, reason, idle=True)
+        k.point(rcu, f"cbs{cpu}", _RMW)
         cb = q.popleft()
         cb.head.queued = False
         # local_bh_disable(): callbacks are atomic and are RCU readers while they run.
         me = k.current
         assert me is not None
-        me.context = Context.SOFTIRQ
+        me.context = _SOFTIRQ
         c.preempt_count += 1
         try:
             cb.func(k, cb.head)
         finally:
             c.preempt_count -= 1
-            me.context = Context.PROCESS
+            me.context = _PROCESS
         rcu.invoked[cpu] += 1
         rcu.note_qs(c)
 
@@ -241,7 +274,7 @@ def call_rcu(k: Kernel, head: RcuHead, func: RcuFunc) -> None:
     """
     rcu = k.rcu
     cpu = k.this_cpu.id
-    k.access(head, "func", AccessKind.WRITE)
+    k.access(head, "func", _WRITE)
     if head.queued:
         k.report(ViolationKind.DEBUG_OBJECTS,
                  f"ODEBUG: activate active (active state 1) object type: rcu_head {head.kname()}",
@@ -253,18 +286,19 @@ def call_rcu(k: Kernel, head: RcuHead, func: RcuFunc) -> None:
         # The rcu_head overlays the list_head: the list pointers now read as garbage.
         head.union.next = RCU_HEAD_CLOBBER
         head.union.prev = RCU_HEAD_CLOBBER
-    k.point(rcu, f"cbs{cpu}", AccessKind.RMW)
+    k.point(rcu, f"cbs{cpu}", _RMW)
     need = rcu.snap()
     rcu.request(need)
     rcu.cbs[cpu].append(_Callback(head, func, need))
     rcu.enqueued[cpu] += 1
+    rcu.nr_enqueued += 1
 
 
 def synchronize_rcu(k: Kernel) -> None:
     """synchronize_rcu(): sleep until a full grace period has elapsed."""
     rcu = k.rcu
     k.might_sleep("synchronize_rcu()")
-    k.point(rcu, "*", AccessKind.READ)
+    k.point(rcu, "*", _READ)
     need = rcu.snap()
     rcu.request(need)
     k.wait_event(lambda: rcu.gp_seq >= need, "synchronize_rcu()")
@@ -274,7 +308,7 @@ def rcu_barrier(k: Kernel) -> None:
     """rcu_barrier(): sleep until every callback queued before the call has been invoked."""
     rcu = k.rcu
     k.might_sleep("rcu_barrier()")
-    k.point(rcu, "*", AccessKind.READ)
+    k.point(rcu, "*", _READ)
     targets = list(rcu.enqueued)
     k.wait_event(lambda: all(rcu.invoked[c] >= targets[c] for c in range(k.nr_cpus)),
                  "rcu_barrier()")

@@ -114,6 +114,7 @@ class Task(KObject):
         daemon: bool = False,
         persistent: bool = False,
         context: Context = Context.PROCESS,
+        cpu_state: CPU | None = None,
     ) -> None:
         super().__init__()
         self.tid = tid
@@ -121,7 +122,7 @@ class Task(KObject):
         self.name = name
         self.cpu = cpu
         #: the CPU this task runs on; an unbound kthread has private state (it owns no CPU)
-        self.cpu_state = CPU(-1)
+        self.cpu_state = cpu_state if cpu_state is not None else CPU(-1)
         #: kthreads that loop forever; quiescence ignores them while they wait
         self.daemon = daemon
         #: a process that stays around (IDLE) after its code returns, instead of exiting
@@ -129,6 +130,8 @@ class Task(KObject):
         self.context = context
         self.state = TaskState.IDLE
         self.glet: greenlet | None = None
+        #: the code a spawned task runs, until its coroutine starts it
+        self.start: Callable[[], Any] | None = None
         self.wait_cond: Callable[[], bool] | None = None
         self.wait_reason = ""
         #: waiting by sleeping (gives up the CPU) rather than spinning

@@ -36,6 +36,10 @@ __all__ = [
 WorkFunc = Callable[["Kernel", "WorkStruct"], None]
 
 
+#: enum members as module constants (AccessKind.X is a slow metaclass lookup)
+_RMW = AccessKind.RMW
+
+
 class WorkStruct(KObject):
     """struct work_struct embedded in the object it works on (container_of in ``func``)."""
 
@@ -113,7 +117,7 @@ def _worker_thread(k: Kernel, wq: Workqueue, cpu: int) -> None:
     q = wq.queues[cpu]
     while True:
         k.wait_event(lambda: bool(q), f"work on {wq.name}", idle=True)
-        k.point(wq, f"q{cpu}", AccessKind.RMW)
+        k.point(wq, f"q{cpu}", _RMW)
         work = q.popleft()
         wq.running[cpu] += 1
         # set_work_pool_and_clear_pending(): the item may be queued again while it runs.
@@ -129,7 +133,7 @@ def _worker_thread(k: Kernel, wq: Workqueue, cpu: int) -> None:
 def _insert(k: Kernel, wq: Workqueue, work: WorkStruct, cpu: int | None = None) -> None:
     if cpu is None:
         cpu = k.this_cpu.id
-    k.point(wq, f"q{cpu}", AccessKind.RMW)
+    k.point(wq, f"q{cpu}", _RMW)
     wq.queues[cpu].append(work)
 
 

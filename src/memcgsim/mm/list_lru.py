@@ -46,6 +46,10 @@ NOT_ON_LRU = -2
 END = -1
 
 
+#: enum members as module constants (AccessKind.X is a slow metaclass lookup)
+_RMW = AccessKind.RMW
+
+
 class ListLruOne:
     """struct list_lru_one: one list and its item count."""
 
@@ -102,7 +106,7 @@ def list_lru_add(k: Kernel, lru: ListLru, idx: int) -> bool:
     """list_lru_add(): put object ``idx`` at the tail of its memcg's list; False if it is
     already on a list."""
     a = lru.cache.arena
-    k.access(lru, "node.lock", AccessKind.RMW)
+    k.access(lru, "node.lock", _RMW)
     if a.lru_prev_mv[idx] != NOT_ON_LRU:
         return False
     lo = list_lru_from_kmem(k, lru, idx)
@@ -124,7 +128,7 @@ def list_lru_add_bulk(k: Kernel, lru: ListLru, idxs: NDArray[np.int64]) -> None:
     if n == 0:
         return
     a = lru.cache.arena
-    k.access(lru, "node.lock", AccessKind.RMW)
+    k.access(lru, "node.lock", _RMW)
     if np.any(a.lru_prev[idxs] != NOT_ON_LRU):
         k.report(ViolationKind.LIST_CORRUPTION, f"list_lru_add of an object already on {lru.name}")
         return
@@ -163,7 +167,7 @@ def _unlink(a: object, lo: ListLruOne, idx: int) -> None:
 def list_lru_del(k: Kernel, lru: ListLru, idx: int) -> bool:
     """list_lru_del(): take object ``idx`` off its list; False if it is on none."""
     a = lru.cache.arena
-    k.access(lru, "node.lock", AccessKind.RMW)
+    k.access(lru, "node.lock", _RMW)
     if a.lru_prev_mv[idx] == NOT_ON_LRU:
         return False
     _unlink(a, list_lru_from_kmem(k, lru, idx), idx)
@@ -186,7 +190,7 @@ def list_lru_walk_one(k: Kernel, lru: ListLru, memcg: MemCgroup | None,
     unused dentry or inode, as dentry_lru_isolate()/inode_lru_isolate() do for objects
     without references): up to ``nr_to_walk`` objects from the head, oldest first."""
     a = lru.cache.arena
-    k.access(lru, "node.lock", AccessKind.RMW)
+    k.access(lru, "node.lock", _RMW)
     lo = _list(lru, _memcg_cache_id(memcg))
     out: list[int] = []
     nxt_mv = a.lru_next_mv
@@ -210,7 +214,7 @@ def list_lru_walk_one(k: Kernel, lru: ListLru, memcg: MemCgroup | None,
 def memcg_drain_list_lru(k: Kernel, lru: ListLru, src_idx: int, dst_memcg: MemCgroup) -> int:
     """memcg_drain_list_lru_node(): splice the list of kmemcg id ``src_idx`` onto the front
     of ``dst_memcg``'s (list_splice_init); returns the items moved."""
-    k.access(lru, "node.lock", AccessKind.RMW)
+    k.access(lru, "node.lock", _RMW)
     src = lru.memcg_lrus.get(src_idx)
     if src is None or src.nr_items == 0:
         return 0

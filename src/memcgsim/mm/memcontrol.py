@@ -71,7 +71,7 @@ from memcgsim.kernel.locking import (
     spin_unlock_irq,
     spin_unlock_irqrestore,
 )
-from memcgsim.kernel.objects import KObject
+from memcgsim.kernel.objects import KObject, LazyMember
 from memcgsim.kernel.percpu_ref import (
     PercpuRef,
     percpu_ref_exit,
@@ -140,6 +140,12 @@ MEM_CGROUP_RECLAIM_RETRIES = 5
 MEMCG_CACHES_MIN_SIZE = 4
 
 
+#: enum members as module constants (AccessKind.X is a slow metaclass lookup)
+_READ = AccessKind.READ
+_RMW = AccessKind.RMW
+_SOFTIRQ = Context.SOFTIRQ
+
+
 class MemcgStat(enum.IntEnum):
     """The memcg_stat_item / node_stat_item entries the model tracks (memory.stat)."""
 
@@ -171,12 +177,19 @@ class MemcgEvent(enum.IntEnum):
     MEMCG_OOM_GROUP_KILL = 5
 
 
+#: len(MemcgEvent), once (an enum's len() is slow and memcgs are built per explored run)
+MEMCG_NR_MEMORY_EVENTS = len(MemcgEvent)
+
+
 class KmemState(enum.IntEnum):
     """enum memcg_kmem_state."""
 
     KMEM_NONE = 0
     KMEM_ALLOCATED = 1
     KMEM_ONLINE = 2
+
+
+_KMEM_NONE = KmemState.KMEM_NONE
 
 
 class MemcgVmstatsPercpu(KObject):
@@ -210,9 +223,14 @@ class MemCgroup(CgroupSubsysState):
     #: per-node info it lands in kmalloc-4k
     ksize = 4096
 
+    # Made on first use (see CgroupSubsysState).
+    memcg_id: LazyMember[MemCgroupId] = LazyMember(MemCgroupId)
+    kmem_caches: LazyMember[ListHead] = LazyMember(lambda m: ListHead(m, "kmem_caches"))
+    #: 5.9+ (objcg design): struct list_head objcg_list, reparented objcgs (css_set_lock)
+    objcg_list: LazyMember[ListHead] = LazyMember(lambda m: ListHead(m, "objcg_list"))
+
     def __init__(self, nr_cpus: int = 1) -> None:
         super().__init__()
-        self.memcg_id = MemCgroupId(self)
         self.memory = PageCounter(self, "memory")
         self.high = PAGE_COUNTER_MAX
         #: memory.oom.group (5.0+): the OOM killer takes the whole cgroup
@@ -222,12 +240,11 @@ class MemCgroup(CgroupSubsysState):
         self.vmstats_local: MemcgVmstatsPercpu | None = None
         self.vmstats_percpu: MemcgVmstatsPercpu | None = None
         #: memory.events: this memcg's and its descendants' events (hierarchical)
-        self.memory_events = [0] * len(MemcgEvent)
+        self.memory_events = [0] * MEMCG_NR_MEMORY_EVENTS
         #: memory.events.local: this memcg's own events (5.2+)
-        self.memory_events_local = [0] * len(MemcgEvent)
+        self.memory_events_local = [0] * MEMCG_NR_MEMORY_EVENTS
         self.kmemcg_id = -1
-        self.kmem_state = KmemState.KMEM_NONE
-        self.kmem_caches = ListHead(self, "kmem_caches")
+        self.kmem_state = _KMEM_NONE
         #: seed: struct mem_cgroup_ptr __rcu *kmem_memcg_ptr
         self.kmem_memcg_ptr: MemCgroupPtr | None = None
         #: seed: struct list_head kmem_memcg_ptr_list, protected by css_set_lock
@@ -238,8 +255,6 @@ class MemCgroup(CgroupSubsysState):
         self._kstranded_bytes = 0
         #: 5.9+ (objcg design): struct obj_cgroup __rcu *objcg
         self.objcg: Any = None
-        #: 5.9+ (objcg design): struct list_head objcg_list, reparented objcgs (css_set_lock)
-        self.objcg_list = ListHead(self, "objcg_list")
         #: model bookkeeping: the objcg (and its reference) this memcg's per-cpu statistics
         #: were charged through (the percpu chunk's obj_cgroups[] entry), 5.9+
         self._kpercpu_objcg: Any = None
@@ -354,7 +369,8 @@ def memcg_ptr_release(k: Kernel, ref: PercpuRef) -> None:
     list_del(k, ptr.list)
     spin_unlock_irqrestore(k, g.css_set_lock, flags)
     memcg = k.load(ptr, "memcg")
-    k.trace("memcg_ptr_release", ptr.kname())
+    if k.tracing:
+        k.trace("memcg_ptr_release", ptr.kname())
     mem_cgroup_put(k, memcg)
     percpu_ref_exit(k, ref)
     kfree_rcu(k, ptr, "rcu")
@@ -406,8 +422,9 @@ def memcg_reparent_kmem_memcg_ptr(k: Kernel, memcg: MemCgroup, parent: MemCgroup
         list_splice(k, memcg.kmem_memcg_ptr_list, parent.kmem_memcg_ptr_list)
     spin_unlock_irq(k, g.css_set_lock)
     k.memcg.reparent_log.append(nr_reparented)
-    k.trace("memcg_reparent_kmem_memcg_ptr", _memcg_path(memcg), "->", _memcg_path(parent),
-            f"nr={nr_reparented}")
+    if k.tracing:
+        k.trace("memcg_reparent_kmem_memcg_ptr", _memcg_path(memcg), "->", _memcg_path(parent),
+                f"nr={nr_reparented}")
     if nr_reparented:
         css_get_many(k, parent, nr_reparented)
         css_put_many(k, memcg, nr_reparented)
@@ -813,7 +830,7 @@ def __mod_memcg_state(k: Kernel, memcg: MemCgroup, idx: MemcgStat, val: int) -> 
     if pcpu is None:
         return
     cpu = k.this_cpu.id
-    k.access(pcpu, _pcpu_stat_field(cpu, idx), AccessKind.RMW)
+    k.access(pcpu, _pcpu_stat_field(cpu, idx), _RMW)
     stat = pcpu.stat[cpu]
     x = val + stat[idx]
     threshold = k.config.memcg_charge_batch
@@ -826,7 +843,7 @@ def __mod_memcg_state(k: Kernel, memcg: MemCgroup, idx: MemcgStat, val: int) -> 
         mi: MemCgroup | None = memcg
         field = _VMSTAT_FIELD[idx]
         while mi is not None:
-            k.access(mi, field, AccessKind.RMW)
+            k.access(mi, field, _RMW)
             mi.vmstats[idx] += x
             mi = parent_mem_cgroup(mi)
         x = 0
@@ -863,14 +880,14 @@ def memcg_flush_percpu_vmstats(k: Kernel, memcg: MemCgroup, slab_only: bool) -> 
         items = list(MemcgStat)
     stat = {i: 0 for i in items}
     for cpu in range(k.nr_cpus):
-        k.access(pcpu, f"cpu{cpu}.stat", AccessKind.READ)
+        k.access(pcpu, f"cpu{cpu}.stat", _READ)
         for i in items:
             stat[i] += pcpu.stat[cpu][i]
     mi: MemCgroup | None = memcg
     while mi is not None:
         for i in items:
             if stat[i]:
-                k.access(mi, f"vmstats[{i.name}]", AccessKind.RMW)
+                k.access(mi, f"vmstats[{i.name}]", _RMW)
                 mi.vmstats[i] += stat[i]
         mi = parent_mem_cgroup(mi)
 
@@ -879,11 +896,11 @@ def memcg_memory_event(k: Kernel, memcg: MemCgroup, event: MemcgEvent) -> None:
     """memcg_memory_event(): count in memory.events.local of memcg, and in memory.events of
     memcg and (v2) its ancestors below the root."""
     if not mem_cgroup_is_root(k, memcg):
-        k.access(memcg, f"memory_events_local[{event.name}]", AccessKind.RMW)
+        k.access(memcg, f"memory_events_local[{event.name}]", _RMW)
         memcg.memory_events_local[event] += 1
     m: MemCgroup | None = memcg
     while m is not None and not mem_cgroup_is_root(k, m):
-        k.access(m, f"memory_events[{event.name}]", AccessKind.RMW)
+        k.access(m, f"memory_events[{event.name}]", _RMW)
         m.memory_events[event] += 1
         m = parent_mem_cgroup(m)
 
@@ -932,7 +949,7 @@ def get_mem_cgroup_from_current(k: Kernel) -> MemCgroup:
 def memcg_kmem_bypass(k: Kernel) -> bool:
     """memcg_kmem_bypass(): interrupts and kernel threads are not accounted."""
     t = k.current
-    return t is None or t.daemon or t.context is Context.SOFTIRQ
+    return t is None or t.daemon or t.context is _SOFTIRQ
 
 
 # ====================================================================== charging

@@ -70,6 +70,10 @@ _DIRECT_RECLAIM = int(Gfp.DIRECT_RECLAIM)
 EMPTY: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
 
 
+#: enum members as module constants (AccessKind.X is a slow metaclass lookup)
+_WRITE = AccessKind.WRITE
+
+
 def _atomic_or_rcu(k: Kernel) -> bool:
     """Whether might_sleep() would complain here (checked first, so that the message is only
     built when it is needed: this runs on every allocation)."""
@@ -472,7 +476,7 @@ def slab_kmem_cache_release(k: Kernel, s: KmemCache) -> None:
     """slab_kmem_cache_release(): free the struct kmem_cache of a shut-down cache (a later
     access to it is a use-after-free)."""
     if not s._kstatic and s._koid in k.heap.live:
-        k.point(s, "<slab>", AccessKind.WRITE)
+        k.point(s, "<slab>", _WRITE)
         k.heap.release(s)
 
 
