@@ -79,20 +79,24 @@ def _workload_cmd(scenario: str, designs: str | None, option: str, size: str,
 
 
 _SCENARIO_ARG = typer.Argument(help="a built-in workload or a scenario .toml file")
+# The options run and compare share.
+_SizeOpt = Annotated[str, typer.Option(help="small, default or large")]
+_SeedOpt = Annotated[int | None, typer.Option(min=0, help="seed (default: the scenario's)")]
+_JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+_PerObjectOpt = Annotated[bool, typer.Option(
+    "--per-object", help="allocate and free one object at a time, not in bulk")]
+_OutputOpt = Annotated[str | None, typer.Option(help="also write the JSON to this file")]
 
 
 @app.command("run")
 def run_cmd(
     scenario: Annotated[str, _SCENARIO_ARG],
     design: Annotated[str, typer.Option(help="accounting design")] = "memcg-ptr",
-    size: Annotated[str, typer.Option(help="small, default or large")] = "default",
-    seed: Annotated[int | None, typer.Option(min=0, help="seed (default: the scenario's)")
-                    ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-    per_object: Annotated[bool, typer.Option(
-        "--per-object", help="allocate and free one object at a time, not in bulk")] = False,
-    output: Annotated[str | None, typer.Option(help="also write the JSON to this file")
-                      ] = None,
+    size: _SizeOpt = "default",
+    seed: _SeedOpt = None,
+    json_out: _JsonOpt = False,
+    per_object: _PerObjectOpt = False,
+    output: _OutputOpt = None,
 ) -> None:
     """Run a workload on one design and report its metrics."""
     _workload_cmd(scenario, design, "--design", size, seed, per_object, output, json_out,
@@ -104,14 +108,11 @@ def compare_cmd(
     scenario: Annotated[str, _SCENARIO_ARG],
     designs: Annotated[str | None, typer.Option(help="comma-separated designs (default all)")
                        ] = None,
-    size: Annotated[str, typer.Option(help="small, default or large")] = "default",
-    seed: Annotated[int | None, typer.Option(min=0, help="seed (default: the scenario's)")
-                    ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-    per_object: Annotated[bool, typer.Option(
-        "--per-object", help="allocate and free one object at a time, not in bulk")] = False,
-    output: Annotated[str | None, typer.Option(help="also write the JSON to this file")
-                      ] = None,
+    size: _SizeOpt = "default",
+    seed: _SeedOpt = None,
+    json_out: _JsonOpt = False,
+    per_object: _PerObjectOpt = False,
+    output: _OutputOpt = None,
 ) -> None:
     """Run a workload on several designs and compare them side by side."""
     _workload_cmd(scenario, designs, "--designs", size, seed, per_object, output, json_out,
