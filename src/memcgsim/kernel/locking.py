@@ -168,8 +168,10 @@ def preempt_enable_on(k: Kernel, cpu: CPU) -> None:
         k.report(ViolationKind.WARN, "preempt_enable() with preempt_count 0")
         return
     cpu.preempt_count -= 1
-    if cpu.preempt_count == 0 and k.rcu.gp_waiting:
-        k.rcu.note_qs(cpu)
+    if cpu.preempt_count == 0 and not cpu.rcu_nesting and not cpu.irqs_disabled:
+        cpu.rcu_exits += 1
+        if k.rcu.gp_waiting:
+            k.rcu.note_qs(cpu)
 
 
 def local_irq_disable(k: Kernel) -> None:
@@ -178,6 +180,8 @@ def local_irq_disable(k: Kernel) -> None:
 
 def local_irq_enable(k: Kernel) -> None:
     cpu = k.this_cpu
+    if cpu.irqs_disabled and not cpu.preempt_count and not cpu.rcu_nesting:
+        cpu.rcu_exits += 1
     cpu.irqs_disabled = False
     k.rcu.note_qs(cpu)
 
@@ -192,6 +196,8 @@ def local_irq_save(k: Kernel) -> bool:
 
 def local_irq_restore(k: Kernel, flags: bool) -> None:
     cpu = k.this_cpu
+    if not flags and cpu.irqs_disabled and not cpu.preempt_count and not cpu.rcu_nesting:
+        cpu.rcu_exits += 1
     cpu.irqs_disabled = flags
     if not flags and k.rcu.gp_waiting:
         k.rcu.note_qs(cpu)

@@ -250,8 +250,10 @@ def _preempt_enable_fast(k: Kernel, cpu: CPU) -> None:
         preempt_enable_on(k, cpu)  # reports the imbalance
         return
     cpu.preempt_count = c
-    if c == 0 and k.rcu.gp_waiting:
-        k.rcu.note_qs(cpu)
+    if c == 0 and not cpu.rcu_nesting and not cpu.irqs_disabled:
+        cpu.rcu_exits += 1
+        if k.rcu.gp_waiting:
+            k.rcu.note_qs(cpu)
 
 
 def percpu_ref_get_many(k: Kernel, ref: PercpuRef, nr: int) -> None:

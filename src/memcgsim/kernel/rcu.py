@@ -159,7 +159,7 @@ def rcu_gp_kthread(k: Kernel) -> None:
     while True:
         k.wait_event(wanted, "a grace-period request", idle=True)
         # rcu_gp_init(): snapshot which CPUs are readers now.
-        k.point(rcu, "*", _WRITE)
+        k.point(rcu, "gp_start", _WRITE)
         rcu.gp_seq += 1
         rcu.gp_waiting = {c.id for c in k.cpus if c.in_rcu_reader}
         if k.tracing:
@@ -167,7 +167,7 @@ def rcu_gp_kthread(k: Kernel) -> None:
                     f"waits={sorted(rcu.gp_waiting)}" if rcu.gp_waiting else "")
         k.wait_event(lambda: not rcu.gp_waiting, "quiescent states", idle=True)
         # rcu_gp_cleanup()
-        k.point(rcu, "*", _WRITE)
+        k.point(rcu, "gp_end", _WRITE)
         rcu.gp_seq += 1
         rcu.nr_gps += 1
         if k.tracing:
@@ -183,7 +183,9 @@ def rcu_cpu_kthread(k: Kernel, cpu: int) -> None:
     reason = f"rcuc/{cpu}: ready callbacks"
     while True:
         k.wait_event(ready, reason, idle=True)
-        k.point(rcu, f"cbs{cpu}", _RMW)
+        # rcu_segcblist_extract_done_cbs(): the head of the done segment (call_rcu() appends
+        # to the other end: the two commute)
+        k.point(rcu, f"done{cpu}", _RMW)
         cb = q.popleft()
         cb.head.queued = False
         # local_bh_disable(): callbacks are atomic and are RCU readers while they run.
@@ -197,6 +199,8 @@ def rcu_cpu_kthread(k: Kernel, cpu: int) -> None:
             c.preempt_count -= 1
             me.context = _PROCESS
         rcu.invoked[cpu] += 1
+        if not c.in_rcu_reader:
+            c.rcu_exits += 1
         rcu.note_qs(c)
 
 
@@ -221,8 +225,10 @@ def rcu_read_unlock(k: Kernel) -> None:
         k.report(ViolationKind.RCU_LOCKDEP, "rcu_read_unlock() without matching rcu_read_lock()")
         return
     cpu.rcu_nesting -= 1
-    if cpu.rcu_nesting == 0 and k.rcu.gp_waiting:
-        k.rcu.note_qs(cpu)
+    if cpu.rcu_nesting == 0 and not cpu.preempt_count and not cpu.irqs_disabled:
+        cpu.rcu_exits += 1
+        if k.rcu.gp_waiting:
+            k.rcu.note_qs(cpu)
 
 
 def rcu_read_lock_held(k: Kernel) -> bool:

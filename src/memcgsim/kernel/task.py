@@ -84,6 +84,9 @@ class CPU:
     #: preempt_count (spinlocks, rcu_read_lock_sched, get_cpu)
     preempt_count: int = 0
     irqs_disabled: bool = False
+    #: times this CPU left its read-side state (every flavour at zero): a step that leaves and
+    #: re-enters it is a quiescent state a grace-period start can observe (explore/footprint)
+    rcu_exits: int = 0
     #: "cpu<id>": the member name per-cpu accesses declare (precomputed: hot paths)
     field: str = ""
 
