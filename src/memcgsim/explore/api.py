@@ -169,11 +169,12 @@ def model(scenario: Scenario | str, config: Config | None = None, *,
     use from pytest, as ``loom::model``."""
     res = check(scenario, config, mutant=mutant)
     if res.violation is not None and res.choices is not None:
-        from memcgsim.explore.trace import render_swimlane, replay_choices, shrink
+        from memcgsim.explore.trace import render_swimlane, replay_choices, shrink_schedule
 
         sc = load_scenario(scenario) if isinstance(scenario, str) else scenario
-        choices = shrink(sc, res.choices, res.violation, mutant=mutant)
-        text = render_swimlane(replay_choices(sc, choices, mutant=mutant))
+        choices, every = shrink_schedule(sc, res.choices, res.violation, mutant=mutant,
+                                         gp_every_step=res.strategy == "dpor")
+        text = render_swimlane(replay_choices(sc, choices, mutant=mutant, gp_every_step=every))
         raise CounterexampleFound(res, f"{res.violation}\n{text}")
     return res
 

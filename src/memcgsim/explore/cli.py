@@ -22,7 +22,7 @@ from memcgsim.explore.trace import (
     render_swimlane,
     replay_choices,
     save_trace,
-    shrink,
+    shrink_schedule,
 )
 
 __all__ = ["run_check", "run_replay"]
@@ -143,8 +143,9 @@ def _print_result(r: Result) -> None:
 def _counterexample(sc: Scenario, res: Result, mutant: str | None, trace_dir: str,
                     strategy: str, as_json: bool) -> dict[str, Any]:
     assert res.violation is not None and res.choices is not None
-    choices = shrink(sc, res.choices, res.violation, mutant=mutant)
-    rp = replay_choices(sc, choices, mutant=mutant)
+    choices, every = shrink_schedule(sc, res.choices, res.violation, mutant=mutant,
+                                     gp_every_step=res.strategy == "dpor")
+    rp = replay_choices(sc, choices, mutant=mutant, gp_every_step=every)
     v = rp.violation or res.violation
     path = _trace_path(trace_dir, sc, mutant, str(v.kind))
     save_trace(path, rp, strategy=strategy)
@@ -169,7 +170,7 @@ def run_replay(trace: str, *, as_json: bool = False) -> int:
     if tf.mutant is not None and tf.mutant not in MUTANTS:
         return _fail("replay", f"{trace}: unknown mutant {tf.mutant!r}")
     try:
-        rp = replay_choices(sc, tf.choices, mutant=tf.mutant)
+        rp = replay_choices(sc, tf.choices, mutant=tf.mutant, gp_every_step=tf.gp_every_step)
     except NondeterminismError as e:
         return _fail("replay", f"{trace} does not match scenario {sc.name}: {e}")
     same = None

@@ -44,6 +44,13 @@ TASK = 0
 #: a choice point that resolves a random event; its options are 0 (no) and 1 (yes)
 DECIDE = 1
 
+#: a step's effect on RCU (Run.rcu_flags): it changed the RCU signature at all
+RCU_CHANGED = 1
+#: ... some CPU entered a read-side section it was still in at the step's end
+RCU_ENTER = 2
+#: ... the current grace period stopped waiting for some CPU (a quiescent state)
+RCU_QS = 4
+
 
 #: enum members as module constants (AccessKind.X is a slow metaclass lookup)
 _NONE = AccessKind.NONE
@@ -121,6 +128,10 @@ class SleepBlocked(Exception):
 class Policy:
     """What a strategy decides beyond the replayed prefix (default: the first option)."""
 
+    #: offer rcu_gp only where its step does not commute with the previous one
+    #: (Run.pick_task); DPOR, whose race analysis places grace-period steps itself, does not
+    hold_gp = True
+
     def choose(self, run: Run, cp: ChoicePoint) -> int:
         return cp.options[0]
 
@@ -147,8 +158,10 @@ class Outcome:
     steps: list[tuple[int, Access | None]] = field(default_factory=list)
     #: choice points beyond the replayed prefix
     new_points: list[ChoicePoint] = field(default_factory=list)
-    #: per recorded step: it changed the RCU signature
-    rcu_flags: list[bool] = field(default_factory=list)
+    #: per recorded step: its RCU flags (RCU_* bits)
+    rcu_flags: list[int] = field(default_factory=list)
+    #: the allocation id of the RCU state (its accesses' ``obj`` prefix)
+    rcu_alloc: str = ""
     #: task id -> (name, cpu)
     tasks: dict[int, tuple[str, int | None]] = field(default_factory=dict)
     #: (step, task id, model location) of each step, when locations were recorded
@@ -173,6 +186,7 @@ class Run:
         "policy",
         "prefix",
         "quiet",
+        "rcu_alloc",
         "rcu_flags",
         "record",
         "steps",
@@ -195,9 +209,11 @@ class Run:
         self.new_points: list[ChoicePoint] = []
         self.record = record
         self.steps: list[tuple[int, Access | None]] = []
-        #: per recorded step: it changed the RCU signature (a CPU's read-side state, grace
-        #: period numbers, queued callbacks), so it does not commute with rcu_gp's steps
-        self.rcu_flags: list[bool] = []
+        #: per recorded step: how it changed the RCU signature (RCU_* bits), which decides
+        #: whether it commutes with rcu_gp's steps (explore/footprint.py)
+        self.rcu_flags: list[int] = []
+        #: the RCU state's allocation id (set by execute())
+        self.rcu_alloc = ""
         self._sig_prev: tuple[Any, ...] | None = None
         self.nr_steps = 0
         self.last: int | None = None
@@ -205,14 +221,36 @@ class Run:
     @staticmethod
     def _rcu_signature(k: Kernel) -> tuple[Any, ...]:
         """What rcu_gp's steps read: each CPU's read-side state (rcu_read_lock nesting,
-        preemption or interrupts disabled, one bit per CPU), the requested and completed
-        grace-period numbers, the callbacks queued, the CPUs the current grace period still
-        waits for.  Only compared for equality."""
+        preemption or interrupts disabled, one bit per CPU) and how often it left it, the
+        requested and completed grace-period numbers, the callbacks queued, the CPUs the
+        current grace period still waits for."""
         rcu = k.rcu
         r = 0
         for c in k.cpus:
             r = r + r + (c.rcu_nesting > 0 or c.preempt_count > 0 or c.irqs_disabled)
-        return (r, rcu.need_seq, rcu.gp_seq, rcu.nr_enqueued, len(rcu.gp_waiting))
+        return (r, rcu.need_seq, rcu.gp_seq, rcu.nr_enqueued, len(rcu.gp_waiting),
+                tuple([c.rcu_exits for c in k.cpus]))
+
+    @staticmethod
+    def _rcu_effect(prev: tuple[Any, ...] | None, sig: tuple[Any, ...]) -> int:
+        """A step's RCU flags from the signatures before and after it (RCU_* bits)."""
+        if prev is None or prev == sig:
+            return 0
+        flags = RCU_CHANGED
+        ex0, ex1 = prev[5], sig[5]
+        n = len(ex1)
+        left = 0
+        for i in range(n):
+            if ex0[i] != ex1[i]:
+                left |= 1 << (n - 1 - i)
+        # A CPU that is a reader after the step and was not before it, or left its
+        # section and entered a new one within the step: a grace period starting before
+        # the step would not wait for that section, one starting after it would.
+        if sig[0] & (~prev[0] | left):
+            flags |= RCU_ENTER
+        if sig[4] < prev[4]:
+            flags |= RCU_QS
+        return flags
 
     def _fold_quiet(self, k: Kernel) -> None:
         """Count the steps the running task took alone since the last call (each with one
@@ -227,7 +265,7 @@ class Run:
         """Close the record of the last step (its effect on the RCU signature)."""
         self._fold_quiet(k)
         if self.record and self.steps:
-            self.rcu_flags[-1] = self._rcu_signature(k) != self._sig_prev
+            self.rcu_flags[-1] = self._rcu_effect(self._sig_prev, self._rcu_signature(k))
 
     def pick_task(self, k: Kernel, runnable: list[Task]) -> Task:
         """Choose the next step's task: replay the prefix, else ask the policy.
@@ -248,7 +286,7 @@ class Run:
         if record:
             sig = self._rcu_signature(k)
             if self.steps:
-                self.rcu_flags[-1] = sig != self._sig_prev
+                self.rcu_flags[-1] = self._rcu_effect(self._sig_prev, sig)
             self._sig_prev = sig
         if len(runnable) == 1:
             # The common case: no choice (no other task can run).
@@ -263,11 +301,13 @@ class Run:
                         # period in flight come here)
                         rcu = k.rcu
                         r = 0
+                        e = 0
                         for c in k.cpus:
                             r = r + r + (c.rcu_nesting > 0 or c.preempt_count > 0
                                          or c.irqs_disabled)
+                            e += c.rcu_exits
                         sig = (r, rcu.need_seq, rcu.gp_seq, rcu.nr_enqueued,
-                               len(rcu.gp_waiting))
+                               len(rcu.gp_waiting), e)
                     prev = self._sigma
                     self._sigma = sig
                     if prev is not None and prev == sig and self.last != gp:
@@ -301,7 +341,7 @@ class Run:
                 acc = None
             if record:
                 self.steps.append((t.tid, acc))
-                self.rcu_flags.append(False)
+                self.rcu_flags.append(0)
             self.policy.on_step(self, t.tid, acc, choice)
         self.last = t.tid
         self.nr_steps = nr + 1
@@ -374,7 +414,9 @@ def execute(scenario: Scenario, prefix: Sequence[int] = (), policy: Policy | Non
     """Run ``scenario`` once from its initial state under the given choices."""
     k = Kernel(nr_cpus=scenario.nr_cpus, boot=False, log_events=keep_kernel)
     gp = next((t.tid for t in k.tasks if t.name == "rcu_gp"), -1)
-    run = Run(prefix, policy or Policy(), record=record, gp_tid=gp)
+    policy = policy or Policy()
+    run = Run(prefix, policy, record=record, gp_tid=gp if policy.hold_gp else -1)
+    run.rcu_alloc = str(k.rcu._kowner._koid)
     k.design = make_design(mutant)
     w = scenario.setup(k)
     w.leak_cache = cache
@@ -415,7 +457,7 @@ def execute(scenario: Scenario, prefix: Sequence[int] = (), policy: Policy | Non
     run.finish(k)
     out = Outcome(choices=run.choices, nr_steps=run.nr_steps, violation=violation,
                   blocked=blocked, steps=run.steps, new_points=run.new_points,
-                  rcu_flags=run.rcu_flags)
+                  rcu_flags=run.rcu_flags, rcu_alloc=run.rcu_alloc)
     if fingerprint and not blocked:
         out.fingerprint = (None if violation is None else (str(violation.kind),),
                            w.end_fingerprint())

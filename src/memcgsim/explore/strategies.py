@@ -20,9 +20,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from memcgsim.explore.footprint import Footprint, dependent
+from memcgsim.explore.footprint import Footprint, depends
 from memcgsim.explore.runtime import (
     DECIDE,
+    RCU_CHANGED,
+    RCU_ENTER,
+    RCU_QS,
     ChoicePoint,
     FootprintPolicy,
     Outcome,
@@ -194,12 +197,24 @@ def _account(res: UnitResult, out: Outcome, cfg: Config) -> bool:
 
 
 # ---------------------------------------------------------------------- DPOR
+#: every RCU flag (a step not run yet)
+_RCU_ALL = RCU_CHANGED | RCU_ENTER | RCU_QS
+
+
+class _NoHoldPolicy(Policy):
+    """The first option, rcu_gp offered at every step (DPOR's view of the schedule)."""
+
+    hold_gp = False
+
+
 class _DporPolicy(FootprintPolicy):
     """Sleep sets along the run; new choice points prefer the task that ran last.
 
     A step's footprint is known only once it ran (a resumed task's first access), so the
     sleep set is filtered by each step just before the next choice.
     """
+
+    hold_gp = False
 
     def __init__(self, stack: list[Node], nchoices_prefix: int, gp_tid: int) -> None:
         self.stack = stack
@@ -216,9 +231,9 @@ class _DporPolicy(FootprintPolicy):
             if not self.sleep:
                 continue
             tid, acc = run.steps[i]
-            fp = Footprint(acc, run.rcu_flags[i], tid == self.gp_tid)
+            fp = Footprint(acc, run.rcu_flags[i], tid == self.gp_tid, run.rcu_alloc)
             self.sleep = {q: f for q, f in self.sleep.items()
-                          if q != tid and not dependent(f, fp)}
+                          if q != tid and not depends(f, fp)}
 
     def choose(self, run: Run, cp: ChoicePoint) -> int:
         self._catch_up(run, len(run.steps))
@@ -226,7 +241,9 @@ class _DporPolicy(FootprintPolicy):
             else list(cp.options)
         if not awake:
             raise SleepBlocked()
-        chosen = cp.last if cp.last in awake else awake[0]
+        # A grace period as early as it can be (see footprint.depends), else the running task.
+        gp = self.gp_tid
+        chosen = gp if gp in awake else cp.last if cp.last in awake else awake[0]
         n = Node(cp, chosen)
         n.sleep = dict(self.sleep)
         if cp.kind == DECIDE:
@@ -243,7 +260,9 @@ class _DporPolicy(FootprintPolicy):
                 if d != node.chosen:
                     f = node.fps.get(d)
                     if f is None:
-                        f = Footprint(node.cp.accesses[node.cp.options.index(d)])
+                        # Not run yet: its effect on RCU is unknown, assume every one.
+                        f = Footprint(node.cp.accesses[node.cp.options.index(d)], _RCU_ALL,
+                                      d == self.gp_tid, run.rcu_alloc)
                     sl[d] = f
             self.sleep = sl
 
@@ -273,7 +292,8 @@ def _dpor_analyse(out: Outcome, stack: list[Node], wild: set[int]) -> None:
     flags = out.rcu_flags
     for j in range(n):
         tid = steps[j][0]
-        fps.append(Footprint(accs[j], j < len(flags) and flags[j], tid in wild))
+        fps.append(Footprint(accs[j], flags[j] if j < len(flags) else 0, tid in wild,
+                             out.rcu_alloc))
     # choice index of each step
     step_choice: dict[int, int] = {}
     for ci, node in enumerate(stack):
@@ -282,6 +302,7 @@ def _dpor_analyse(out: Outcome, stack: list[Node], wild: set[int]) -> None:
             if node.cp.step < n:
                 node.fps[node.chosen] = fps[node.cp.step]
     ntasks = max((s[0] for s in steps), default=0) + 1
+    cpu_of = {tid: cpu for tid, (_, cpu) in out.tasks.items()}
     clocks: list[list[int]] = []
     last_clock: dict[int, list[int]] = {}
     by_alloc: dict[str, list[int]] = {}
@@ -305,7 +326,7 @@ def _dpor_analyse(out: Outcome, stack: list[Node], wild: set[int]) -> None:
         race: int | None = None
         for i in cands:
             fi = fps[i]
-            if not dependent(fi, f):
+            if not depends(fi, f):
                 continue
             vci = clocks[i]
             q = steps[i][0]
@@ -335,6 +356,17 @@ def _dpor_analyse(out: Outcome, stack: list[Node], wild: set[int]) -> None:
         opts = node.cp.options
         if p in opts:
             node.backtrack.add(p)
+            continue
+        pcpu = cpu_of.get(p)
+        if pcpu is not None and pcpu == cpu_of.get(steps[race][0]):
+            # p waits for the CPU the racing task holds (a task keeps its CPU until it
+            # sleeps or returns): p's step can come first only if p runs before that task
+            # takes the CPU, at the latest choice before the race that offers p.
+            for ci in range(c - 1, 0, -1):
+                nd = stack[ci]
+                if nd.cp.kind != DECIDE and p in nd.cp.options:
+                    nd.backtrack.add(p)
+                    break
             continue
         added = False
         for k in range(race + 1, j):
@@ -456,7 +488,7 @@ def plan_units(sc: Scenario, cfg: Config, mutant: str | None) -> list[Unit]:
                 for i, a in enumerate(range(0, cfg.runs, RUNS_PER_UNIT))]
     if cfg.strategy in ("dfs", "bounded"):
         return _plan_tree(sc, cfg, mutant)
-    out = execute(sc, (), Policy(), mutant=mutant, fingerprint=False, record=True)
+    out = execute(sc, (), _NoHoldPolicy(), mutant=mutant, fingerprint=False, record=True)
     if not out.new_points:
         return [Unit(0, -1)]
     cp = out.new_points[0]
@@ -513,10 +545,10 @@ def explore_unit(sc: Scenario, cfg: Config, mutant: str | None, unit: Unit) -> U
         _run_tree(sc, cfg, mutant, unit.prefix, unit.preempt, res, bound)
     elif unit.first < 0:
         # No choice point at all: one schedule.
-        _account(res, execute(sc, (), Policy(), mutant=mutant), cfg)
+        _account(res, execute(sc, (), _NoHoldPolicy(), mutant=mutant), cfg)
     else:
         # The first choice point is replayed in every schedule; rebuild its node.
-        first = execute(sc, (), Policy(), mutant=mutant, fingerprint=False, record=True)
+        first = execute(sc, (), _NoHoldPolicy(), mutant=mutant, fingerprint=False, record=True)
         cp = first.new_points[0]
         root = Node(cp, unit.first, _preempt_after(cp, unit.first, 0))
         root.done = [*unit.before, unit.first]

@@ -31,6 +31,7 @@ __all__ = [
     "replay_choices",
     "save_trace",
     "shrink",
+    "shrink_schedule",
 ]
 
 TRACE_FORMAT = "memcgsim-trace"
@@ -151,16 +152,32 @@ class Replay:
     steps: list[Step] = field(default_factory=list)
     preemptions: int = 0
     nr_cpus: int = 2
+    #: the choices offer rcu_gp at every step (DPOR's schedules), not only where its step
+    #: does not commute with the previous one (Run.pick_task)
+    gp_every_step: bool = False
 
 
-def replay_choices(sc: Scenario, choices: list[int], *, mutant: str | None = None) -> Replay:
-    """Re-execute ``choices`` recording every step's location."""
-    out = execute(sc, choices, Policy(), mutant=mutant, record=True, locations=True,
-                  fingerprint=False)
-    return _replay_from(sc, out, mutant)
+class _EveryStep(Policy):
+    """The first option, with rcu_gp offered at every step."""
+
+    hold_gp = False
 
 
-def _replay_from(sc: Scenario, out: Outcome, mutant: str | None) -> Replay:
+def _policy(gp_every_step: bool) -> Policy:
+    return _EveryStep() if gp_every_step else Policy()
+
+
+def replay_choices(sc: Scenario, choices: list[int], *, mutant: str | None = None,
+                   gp_every_step: bool = False) -> Replay:
+    """Re-execute ``choices`` recording every step's location (``gp_every_step``: a DPOR
+    schedule, whose choices offer rcu_gp at every step)."""
+    out = execute(sc, choices, _policy(gp_every_step), mutant=mutant, record=True,
+                  locations=True, fingerprint=False)
+    return _replay_from(sc, out, mutant, gp_every_step)
+
+
+def _replay_from(sc: Scenario, out: Outcome, mutant: str | None,
+                 gp_every_step: bool) -> Replay:
     steps: list[Step] = []
     for i, (tid, acc) in enumerate(out.steps):
         name, cpu = out.tasks.get(tid, (str(tid), None))
@@ -174,17 +191,20 @@ def _replay_from(sc: Scenario, out: Outcome, mutant: str | None) -> Replay:
             what = f"{acc.kind.name.lower()} {acc.obj.split(':')[0]}:{acc.obj.split(':', 1)[-1]}" \
                    f"{acc.field}"
         steps.append(Step(i, name, cpu, what, frames))
-    cps = _points(sc, out.choices, mutant)
+    cps = _points(sc, out.choices, mutant, gp_every_step)
     return Replay(sc, mutant, list(out.choices), out.violation, steps,
-                  preemptions(cps, out.choices), sc.nr_cpus)
+                  preemptions(cps, out.choices), sc.nr_cpus, gp_every_step)
 
 
-def _points(sc: Scenario, choices: list[int], mutant: str | None) -> list[Any]:
+def _points(sc: Scenario, choices: list[int], mutant: str | None,
+            gp_every_step: bool = False) -> list[Any]:
     """The choice points of a schedule: re-executed with an empty prefix and a policy that
     follows ``choices``, so that every choice point is recorded."""
     from memcgsim.explore.runtime import Run
 
     class _Follow(Policy):
+        hold_gp = not gp_every_step
+
         def choose(self, run: Run, cp: Any) -> int:
             i = len(run.choices)
             return choices[i] if i < len(choices) and choices[i] in cp.options else cp.options[0]
@@ -226,7 +246,15 @@ def shrink(sc: Scenario, choices: list[int], violation: Violation, *,
            mutant: str | None = None, budget: int = 20_000) -> list[int]:
     """A schedule showing a violation of the same kind with the fewest preemptions:
     preemption-bounded search with bound 0, 1, ... up to the given schedule's count."""
-    cps = _points(sc, choices, mutant)
+    return shrink_schedule(sc, choices, violation, mutant=mutant, budget=budget)[0]
+
+
+def shrink_schedule(sc: Scenario, choices: list[int], violation: Violation, *,
+                    mutant: str | None = None, budget: int = 20_000,
+                    gp_every_step: bool = False) -> tuple[list[int], bool]:
+    """:func:`shrink` for a schedule of either kind (``gp_every_step``: DPOR's); returns the
+    shrunk choices and their kind (bounded search's, unless none was found)."""
+    cps = _points(sc, choices, mutant, gp_every_step)
     have = preemptions(cps, choices)
     for bound in range(have):
         cfg = Config(strategy="bounded", bound=bound, max_schedules=budget)
@@ -236,10 +264,10 @@ def shrink(sc: Scenario, choices: list[int], violation: Violation, *,
             used += r.schedules
             if r.violation is not None and r.violation.kind == violation.kind \
                     and r.choices is not None:
-                return r.choices
+                return r.choices, False
             if used >= budget:
                 break
-    return choices
+    return choices, gp_every_step
 
 
 # ---------------------------------------------------------------------- files
@@ -255,6 +283,7 @@ def save_trace(path: str | Path, rp: Replay, *, strategy: str = "") -> None:
         "strategy": strategy,
         "nr_cpus": rp.nr_cpus,
         "choices": rp.choices,
+        "rcu_gp": "every-step" if rp.gp_every_step else "where-dependent",
         "preemptions": rp.preemptions,
         "violation": rp.violation.to_json() if rp.violation is not None else None,
         "steps": [s.to_json() for s in rp.steps],
@@ -281,6 +310,8 @@ class TraceFile:
     mutant: str | None
     choices: list[int]
     violation: dict[str, Any] | None
+    #: the choices offer rcu_gp at every step (a DPOR schedule)
+    gp_every_step: bool = False
 
 
 def load_trace(path: str | Path) -> TraceFile:
@@ -312,4 +343,7 @@ def load_trace(path: str | Path) -> TraceFile:
     v = doc.get("violation")
     if v is not None and not isinstance(v, dict):
         raise TraceError(f"{path}: \"violation\" must be an object or null")
-    return TraceFile(sc, src, mutant, choices, v)
+    gp = doc.get("rcu_gp", "where-dependent")
+    if gp not in ("every-step", "where-dependent"):
+        raise TraceError(f"{path}: \"rcu_gp\" must be \"every-step\" or \"where-dependent\"")
+    return TraceFile(sc, src, mutant, choices, v, gp == "every-step")
