@@ -134,4 +134,5 @@ OBJCG_GET_MEMCG_VS_OFFLINE = Scenario(
     setup=_setup,
     tasks=(TaskSpec("get_memcg", 0, _get_memcg), TaskSpec("offline", 1, _offline)),
     check=_check,
+    snapshot=True,
 )

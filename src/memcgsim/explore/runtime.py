@@ -14,6 +14,8 @@ callback and work invocations, within the kernel's rules.
 
 from __future__ import annotations
 
+import os
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from memcgsim.kernel.violations import KernelViolation, Violation, ViolationKind
 
 if TYPE_CHECKING:
     from memcgsim.designs.base import KmemDesign
+    from memcgsim.explore.snapshot import Snapshot
     from memcgsim.explore.world import World
 
 __all__ = [
@@ -76,6 +79,10 @@ class Scenario:
     nr_cpus: int = 2
     #: where it comes from: ``"builtin"`` or the path of the scenario file
     source: str = "builtin"
+    #: ``setup`` keeps no state outside the kernel and the world it returns (no globals, no
+    #: random numbers): the explorer may build the initial state once per process and restore
+    #: it in place for each run (:mod:`memcgsim.explore.snapshot`)
+    snapshot: bool = False
 
 
 @dataclass(slots=True)
@@ -372,15 +379,70 @@ def execute(scenario: Scenario, prefix: Sequence[int] = (), policy: Policy | Non
             keep_kernel: bool = False, fingerprint: bool = True,
             cache: dict[Any, str] | None = None) -> Outcome:
     """Run ``scenario`` once from its initial state under the given choices."""
+    snap = None
+    if scenario.snapshot and not keep_kernel:
+        snap = _snapshot(scenario, mutant)
+    if snap is not None:
+        snap.restore()
+        k, w = snap.kernel, snap.world
+        try:
+            return _execute(scenario, k, w, prefix, policy, record, locations, keep_kernel,
+                            fingerprint, cache)
+        except BaseException:
+            # The run's tasks were not unwound: never reuse this kernel.
+            _SNAPSHOTS.pop((id(scenario), mutant, threading.get_ident()), None)
+            raise
+    k, w = _initial_state(scenario, mutant, keep_kernel)
+    return _execute(scenario, k, w, prefix, policy, record, locations, keep_kernel,
+                    fingerprint, cache)
+
+
+def _initial_state(scenario: Scenario, mutant: str | None, keep_kernel: bool
+                   ) -> tuple[Kernel, World]:
     k = Kernel(nr_cpus=scenario.nr_cpus, boot=False, log_events=keep_kernel)
-    gp = next((t.tid for t in k.tasks if t.name == "rcu_gp"), -1)
-    run = Run(prefix, policy or Policy(), record=record, gp_tid=gp)
     k.design = make_design(mutant)
     w = scenario.setup(k)
-    w.leak_cache = cache
     # The kthreads' first steps (to their idle waits) and whatever the setup queued run
     # before the race, sequentially: their order is not part of the schedule.
     k.run()
+    return k, w
+
+
+#: (id(scenario), mutant, thread) -> (scenario, its initial state's snapshot, None if it has
+#: none); the scenario is kept, so its id cannot be reused while it is a key
+_SNAPSHOTS: dict[tuple[int, str | None, int], tuple[Scenario, Snapshot | None]] = {}
+
+
+def _snapshot(scenario: Scenario, mutant: str | None) -> Snapshot | None:
+    """The snapshot of ``scenario``'s initial state under ``mutant``, made on first use (one
+    per thread: a run restores it and changes it in place)."""
+    key = (id(scenario), mutant, threading.get_ident())
+    hit = _SNAPSHOTS.get(key)
+    if hit is not None and hit[0] is scenario:
+        return hit[1]
+    from memcgsim.explore.snapshot import take
+
+    k, w = _initial_state(scenario, mutant, False)
+    snap = take(k, w)
+    _SNAPSHOTS[key] = (scenario, snap)
+    return snap
+
+
+def _forget_snapshots() -> None:
+    """In a forked child, build the initial states anew (they hold the parent's kernels)."""
+    _SNAPSHOTS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_snapshots)
+
+
+def _execute(scenario: Scenario, k: Kernel, w: World, prefix: Sequence[int],
+             policy: Policy | None, record: bool, locations: bool, keep_kernel: bool,
+             fingerprint: bool, cache: dict[Any, str] | None) -> Outcome:
+    gp = next((t.tid for t in k.tasks if t.name == "rcu_gp"), -1)
+    run = Run(prefix, policy or Policy(), record=record, gp_tid=gp)
+    w.leak_cache = cache
     k.quiescent_checks.append(w.check)
     k.chooser = run
     k.preemptive = True

@@ -662,12 +662,7 @@ class Kernel:
             self._task_finished(t)
             return self._sched_glet or greenlet.getcurrent().parent
 
-        pool = _pool()
-        g = pool.pop() if pool else greenlet(_worker)
-        sched = self._sched_glet or greenlet.getcurrent()
-        if g.parent is not sched:
-            g.parent = sched
-        t.glet = g
+        t.glet = self.parked_coroutine()
         t.start = body
         t.result = None
         t.exc = None
@@ -684,6 +679,16 @@ class Kernel:
             t.pending = None
         self._active.append(t)
         return t
+
+    def parked_coroutine(self) -> greenlet:
+        """A coroutine for a task to start on (a parked one if any), returning to the
+        scheduler."""
+        pool = _pool()
+        g = pool.pop() if pool else greenlet(_worker)
+        sched = self._sched_glet or greenlet.getcurrent()
+        if g.parent is not sched:
+            g.parent = sched
+        return g
 
     def _task_finished(self, t: Task) -> None:
         cpu = self.cpus[t.cpu] if t.cpu is not None else None
