@@ -91,10 +91,11 @@ def test_restored_state_is_the_fresh_one_after_runs(name: str, mutant: str | Non
     _SNAPSHOTS.clear()
     snap = _snapshot(sc, mutant)
     assert snap is not None
+    snap.in_use = False
     rng = random.Random(name)
     for _ in range(30):
         execute(sc, (), _RandomPolicy(rng), mutant=mutant, record=rng.random() < 0.5)
-    snap.restore()
+    assert _snapshot(sc, mutant) is snap
     k, w = _initial_state(sc, mutant, False)
     _isomorphic((snap.kernel, snap.world), (k, w))
 
@@ -115,13 +116,16 @@ def test_runs_from_the_snapshot_equal_fresh_runs(name: str) -> None:
 
 def test_an_escaping_exception_drops_the_snapshot() -> None:
     sc = BUILTINS["reader-vs-offline"]
+    key = (id(sc), None, threading.get_ident())
     _SNAPSHOTS.clear()
     execute(sc, (), Policy())
-    assert _SNAPSHOTS[(id(sc), None, threading.get_ident())][1] is not None
+    first = _SNAPSHOTS[key][1]
+    assert first is not None and not first.in_use
     with pytest.raises(RuntimeError):
         execute(sc, (99,) * 5, Policy())  # not a replayable prefix: NondeterminismError
-    assert (id(sc), None, threading.get_ident()) not in _SNAPSHOTS
+    assert first.in_use
     assert check(sc, Config(strategy="bounded", bound=1)).complete
+    assert _SNAPSHOTS[key][1] is not first
 
 
 def test_state_it_cannot_restore_is_declined() -> None:

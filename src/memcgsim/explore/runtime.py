@@ -374,29 +374,6 @@ def make_design(mutant: str | None) -> KmemDesign:
     return MUTANTS[mutant]()
 
 
-def execute(scenario: Scenario, prefix: Sequence[int] = (), policy: Policy | None = None, *,
-            mutant: str | None = None, record: bool = False, locations: bool = False,
-            keep_kernel: bool = False, fingerprint: bool = True,
-            cache: dict[Any, str] | None = None) -> Outcome:
-    """Run ``scenario`` once from its initial state under the given choices."""
-    snap = None
-    if scenario.snapshot and not keep_kernel:
-        snap = _snapshot(scenario, mutant)
-    if snap is not None:
-        snap.restore()
-        k, w = snap.kernel, snap.world
-        try:
-            return _execute(scenario, k, w, prefix, policy, record, locations, keep_kernel,
-                            fingerprint, cache)
-        except BaseException:
-            # The run's tasks were not unwound: never reuse this kernel.
-            _SNAPSHOTS.pop((id(scenario), mutant, threading.get_ident()), None)
-            raise
-    k, w = _initial_state(scenario, mutant, keep_kernel)
-    return _execute(scenario, k, w, prefix, policy, record, locations, keep_kernel,
-                    fingerprint, cache)
-
-
 def _initial_state(scenario: Scenario, mutant: str | None, keep_kernel: bool
                    ) -> tuple[Kernel, World]:
     k = Kernel(nr_cpus=scenario.nr_cpus, boot=False, log_events=keep_kernel)
@@ -414,17 +391,28 @@ _SNAPSHOTS: dict[tuple[int, str | None, int], tuple[Scenario, Snapshot | None]] 
 
 
 def _snapshot(scenario: Scenario, mutant: str | None) -> Snapshot | None:
-    """The snapshot of ``scenario``'s initial state under ``mutant``, made on first use (one
-    per thread: a run restores it and changes it in place)."""
+    """``scenario``'s initial state under ``mutant``, restored from its snapshot (made on
+    first use, one per thread) and marked in use until the run is unwound; None if the state
+    has no snapshot."""
     key = (id(scenario), mutant, threading.get_ident())
     hit = _SNAPSHOTS.get(key)
     if hit is not None and hit[0] is scenario:
-        return hit[1]
+        snap = hit[1]
+        if snap is None:
+            return None
+        if not snap.in_use:
+            snap.restore()
+            snap.in_use = True
+            return snap
+        # An exception escaped the run that used it, whose tasks were never unwound: the
+        # kernel is not reused.
     from memcgsim.explore.snapshot import take
 
     k, w = _initial_state(scenario, mutant, False)
     snap = take(k, w)
     _SNAPSHOTS[key] = (scenario, snap)
+    if snap is not None:
+        snap.in_use = True
     return snap
 
 
@@ -437,9 +425,16 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_snapshots)
 
 
-def _execute(scenario: Scenario, k: Kernel, w: World, prefix: Sequence[int],
-             policy: Policy | None, record: bool, locations: bool, keep_kernel: bool,
-             fingerprint: bool, cache: dict[Any, str] | None) -> Outcome:
+def execute(scenario: Scenario, prefix: Sequence[int] = (), policy: Policy | None = None, *,
+            mutant: str | None = None, record: bool = False, locations: bool = False,
+            keep_kernel: bool = False, fingerprint: bool = True,
+            cache: dict[Any, str] | None = None) -> Outcome:
+    """Run ``scenario`` once from its initial state under the given choices."""
+    snap = _snapshot(scenario, mutant) if scenario.snapshot and not keep_kernel else None
+    if snap is not None:
+        k, w = snap.kernel, snap.world
+    else:
+        k, w = _initial_state(scenario, mutant, keep_kernel)
     gp = next((t.tid for t in k.tasks if t.name == "rcu_gp"), -1)
     run = Run(prefix, policy or Policy(), record=record, gp_tid=gp)
     w.leak_cache = cache
@@ -490,6 +485,8 @@ def _execute(scenario: Scenario, k: Kernel, w: World, prefix: Sequence[int],
         out.kernel = k
     else:
         _discard(k)
+        if snap is not None:
+            snap.in_use = False
     return out
 
 

@@ -64,12 +64,15 @@ def _plain_class(cls: type) -> bool:
 class Snapshot:
     """The recorded contents of every mutable object of a kernel and its world."""
 
-    __slots__ = ("cells", "deques", "dicts", "kernel", "lists", "sets", "slotted", "unstarted",
-                 "world")
+    __slots__ = ("cells", "deques", "dicts", "in_use", "kernel", "lists", "sets", "slotted",
+                 "unstarted", "world")
 
     def __init__(self, k: Kernel, w: World) -> None:
         self.kernel = k
         self.world = w
+        #: a run is using the kernel (set by the explorer; a kernel whose run did not finish
+        #: is not restored)
+        self.in_use = False
         #: (dict, contents): plain dicts and every object's __dict__
         self.dicts: list[tuple[dict[Any, Any], dict[Any, Any]]] = []
         self.lists: list[tuple[list[Any], list[Any]]] = []
