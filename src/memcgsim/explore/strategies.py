@@ -29,6 +29,7 @@ from memcgsim.explore.runtime import (
     Policy,
     Run,
     Scenario,
+    Script,
     SleepBlocked,
     execute,
 )
@@ -153,12 +154,18 @@ class _TreePolicy(Policy):
 
 def _run_tree(sc: Scenario, cfg: Config, mutant: str | None, fixed: tuple[int, ...],
               preempt: int, res: UnitResult, bound: int | None) -> None:
-    """DFS below the fixed prefix ``fixed`` (which made ``preempt`` preemptions)."""
+    """DFS below the fixed prefix ``fixed`` (which made ``preempt`` preemptions).
+
+    Each run but the first follows the previous run's scheduling decisions up to the choice
+    it changes (the runs are the same up to there): see Kernel.follow_script.
+    """
     stack: list[Node] = []
+    follow: tuple[Script, int] | None = None
     while True:
         prefix = [*fixed, *(n.chosen for n in stack)]
         pol = _TreePolicy(bound, stack[-1].preempt if stack else preempt)
-        out = execute(sc, prefix, pol, mutant=mutant, cache=res.cache)
+        out = execute(sc, prefix, pol, mutant=mutant, cache=res.cache, script=True,
+                      follow=follow)
         stack.extend(pol.nodes)
         if _account(res, out, cfg):
             return
@@ -171,6 +178,7 @@ def _run_tree(sc: Scenario, cfg: Config, mutant: str | None, fixed: tuple[int, .
         before = stack[-2].preempt if len(stack) > 1 else preempt
         n.chosen = nxt
         n.preempt = _preempt_after(n.cp, nxt, before)
+        follow = None if out.script is None else (out.script, len(fixed) + len(stack) - 1)
 
 
 def _account(res: UnitResult, out: Outcome, cfg: Config) -> bool:
