@@ -11,7 +11,7 @@ import pytest
 from memcgsim.explore import Config, check
 from memcgsim.explore.runtime import Outcome, Policy, Script, execute
 from memcgsim.explore.scenarios import BUILTINS
-from memcgsim.explore.strategies import Node, _preempt_after, _TreePolicy
+from memcgsim.explore.strategies import TreeNode, _preempt_after, _TreePolicy
 
 
 def _same(out: Outcome) -> tuple[Any, ...]:
@@ -26,7 +26,7 @@ def _same(out: Outcome) -> tuple[Any, ...]:
 def test_following_a_script_is_the_same_run(name: str, mutant: str | None) -> None:
     # The first 150 schedules of bounded DFS (bound 2), each run both ways.
     sc = BUILTINS[name]
-    stack: list[Node] = []
+    stack: list[TreeNode] = []
     follow: tuple[Script, int] | None = None
     for _ in range(150):
         prefix = [n.chosen for n in stack]
