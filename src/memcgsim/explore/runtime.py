@@ -429,6 +429,9 @@ def _initial_state(scenario: Scenario, mutant: str | None, keep_kernel: bool
     # The kthreads' first steps (to their idle waits) and whatever the setup queued run
     # before the race, sequentially: their order is not part of the schedule.
     k.run()
+    # The racing tasks, not started yet (spawning reads none of the explorer's settings).
+    for spec in scenario.tasks:
+        k.spawn(spec.fn, w, name=spec.name, cpu=spec.cpu)
     return k, w
 
 
@@ -514,8 +517,6 @@ def execute(scenario: Scenario, prefix: Sequence[int] = (), policy: Policy | Non
     k.footprints = record or locations or isinstance(policy, FootprintPolicy)
     k.inline_schedule = True
     k.record_steps = locations
-    for spec in scenario.tasks:
-        k.spawn(spec.fn, w, name=spec.name, cpu=spec.cpu)
     violation: Violation | None = None
     blocked = False
     try:
