@@ -133,5 +133,5 @@ OBJCG_GET_MEMCG_VS_OFFLINE = Scenario(
                 "/a/b goes offline (memcg_reparent_objcgs: repoint, splice, then kill)",
     setup=_setup,
     tasks=(TaskSpec("get_memcg", 0, _get_memcg), TaskSpec("offline", 1, _offline)),
-    check=_check,
+    check=_check, snapshot=True,
 )

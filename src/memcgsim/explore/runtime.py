@@ -14,6 +14,8 @@ callback and work invocations, within the kernel's rules.
 
 from __future__ import annotations
 
+import os
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from memcgsim.kernel.violations import KernelViolation, Violation, ViolationKind
 
 if TYPE_CHECKING:
     from memcgsim.designs.base import KmemDesign
+    from memcgsim.explore.snapshot import Snapshot
     from memcgsim.explore.world import World
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "Policy",
     "Run",
     "Scenario",
+    "Script",
     "SleepBlocked",
     "TaskSpec",
     "execute",
@@ -83,6 +87,10 @@ class Scenario:
     nr_cpus: int = 2
     #: where it comes from: ``"builtin"`` or the path of the scenario file
     source: str = "builtin"
+    #: ``setup`` keeps no state outside the kernel and the world it returns (no globals, no
+    #: random numbers): the explorer may build the initial state once per process and restore
+    #: it in place for each run (:mod:`memcgsim.explore.snapshot`)
+    snapshot: bool = False
 
 
 @dataclass(slots=True)
@@ -144,6 +152,24 @@ class FootprintPolicy(Policy):
     """A policy whose choices read the pending footprints of the runnable tasks."""
 
 
+#: the state of a run as a choice point's pick began (Run.pick_task): the scheduling
+#: decisions so far (Kernel.script_ops pairs and go-ons since), the steps taken, the task that
+#: took the last one and the RCU signature remembered for the rcu_gp hold-back
+Mark = tuple[int, int, int, int | None, tuple[Any, ...] | None]
+
+
+@dataclass(slots=True)
+class Script:
+    """A run's scheduling decisions, which a later run whose choices start as this run's
+    did can follow up to its first different choice (``execute(follow=(script, d))``)."""
+
+    #: Kernel.script_ops: (go-ons, tid switched to) pairs
+    ops: list[int]
+    #: per choice (all are TASK choices: a run that resolves a random event has no script)
+    marks: list[Mark]
+    choices: list[int]
+
+
 @dataclass
 class Outcome:
     """What one execution did."""
@@ -168,6 +194,8 @@ class Outcome:
     locations: list[str] = field(default_factory=list)
     #: the kernel, kept only when asked (replay, swimlanes)
     kernel: Kernel | None = None
+    #: the run's decisions, when asked (``execute(script=True)``) and it has them
+    script: Script | None = None
 
 
 class Run:
@@ -177,8 +205,11 @@ class Run:
         "_sig_prev",
         "_sigma",
         "choices",
+        "follow",
+        "follow_at",
         "gp_tid",
         "last",
+        "marks",
         "new_points",
         "nprefix",
         "nr_steps",
@@ -217,6 +248,23 @@ class Run:
         self._sig_prev: tuple[Any, ...] | None = None
         self.nr_steps = 0
         self.last: int | None = None
+        #: each choice's Mark, when the run's Script is kept (None: it is not)
+        self.marks: list[Mark] | None = None
+        #: the script this run follows up to its choice ``follow_at`` (Kernel.follow_script)
+        self.follow: Script | None = None
+        self.follow_at = 0
+
+    def follow_end(self) -> None:
+        """The kernel followed ``follow``'s decisions up to the pick of choice ``follow_at``:
+        take the state the run had there (the choices, steps, last task and remembered RCU
+        signature that following skipped), as if each of those picks had been made."""
+        script = self.follow
+        assert script is not None
+        d = self.follow_at
+        _, _, self.nr_steps, self.last, self._sigma = script.marks[d]
+        self.choices = script.choices[:d]
+        if self.marks is not None:
+            self.marks = script.marks[:d]
 
     @staticmethod
     def _rcu_signature(k: Kernel) -> tuple[Any, ...]:
@@ -280,6 +328,7 @@ class Run:
         """
         if k.quiet_steps:
             self._fold_quiet(k)
+        sigma0 = self._sigma
         choice = -1
         record = self.record
         sig = None
@@ -332,6 +381,9 @@ class Run:
                 else:
                     t = self._choose(k, runnable)
                 self.choices.append(t.tid)
+                if self.marks is not None:
+                    self.marks.append((len(k.script_ops), k.script_cont, self.nr_steps,
+                                       self.last, sigma0))
         nr = self.nr_steps
         if nr >= MAX_STEPS:
             raise Livelock()
@@ -393,6 +445,8 @@ class Run:
             self.new_points.append(cp)
             v = self.policy.choose(self, cp)
         self.choices.append(v)
+        # (Marks are kept for task choices only: this run's decisions are not followed.)
+        self.marks = None
         return bool(v)
 
 
@@ -407,22 +461,95 @@ def make_design(mutant: str | None) -> KmemDesign:
     return MUTANTS[mutant]()
 
 
+def _initial_state(scenario: Scenario, mutant: str | None, keep_kernel: bool
+                   ) -> tuple[Kernel, World]:
+    k = Kernel(nr_cpus=scenario.nr_cpus, boot=False, log_events=keep_kernel)
+    k.design = make_design(mutant)
+    w = scenario.setup(k)
+    # The kthreads' first steps (to their idle waits) and whatever the setup queued run
+    # before the race, sequentially: their order is not part of the schedule.
+    k.run()
+    # The racing tasks, not started yet (spawning reads none of the explorer's settings).
+    for spec in scenario.tasks:
+        k.spawn(spec.fn, w, name=spec.name, cpu=spec.cpu)
+    return k, w
+
+
+#: (id(scenario), mutant, thread) -> (scenario, its initial state's snapshot, None if it has
+#: none); the scenario is kept, so its id cannot be reused while it is a key
+_SNAPSHOTS: dict[tuple[int, str | None, int], tuple[Scenario, Snapshot | None]] = {}
+
+
+def _snapshot(scenario: Scenario, mutant: str | None) -> Snapshot | None:
+    """``scenario``'s initial state under ``mutant``, restored from its snapshot (made on
+    first use, one per thread) and marked in use until the run is unwound; None if the state
+    has no snapshot."""
+    key = (id(scenario), mutant, threading.get_ident())
+    hit = _SNAPSHOTS.get(key)
+    if hit is not None and hit[0] is scenario:
+        snap = hit[1]
+        if snap is None:
+            return None
+        if not snap.in_use:
+            snap.restore()
+            snap.in_use = True
+            return snap
+        # An exception escaped the run that used it, whose tasks were never unwound: the
+        # kernel is not reused.
+    from memcgsim.explore.snapshot import take
+
+    k, w = _initial_state(scenario, mutant, False)
+    snap = take(k, w)
+    _SNAPSHOTS[key] = (scenario, snap)
+    if snap is not None:
+        snap.in_use = True
+    return snap
+
+
+def _forget_snapshots() -> None:
+    """In a forked child, build the initial states anew (they hold the parent's kernels)."""
+    _SNAPSHOTS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_snapshots)
+
+
 def execute(scenario: Scenario, prefix: Sequence[int] = (), policy: Policy | None = None, *,
             mutant: str | None = None, record: bool = False, locations: bool = False,
             keep_kernel: bool = False, fingerprint: bool = True,
-            cache: dict[Any, str] | None = None) -> Outcome:
-    """Run ``scenario`` once from its initial state under the given choices."""
-    k = Kernel(nr_cpus=scenario.nr_cpus, boot=False, log_events=keep_kernel)
+            cache: dict[Any, str] | None = None, script: bool = False,
+            follow: tuple[Script, int] | None = None) -> Outcome:
+    """Run ``scenario`` once from its initial state under the given choices.
+
+    ``script``: keep the run's scheduling decisions (``Outcome.script``; not with ``record``,
+    ``locations`` or a policy that observes steps).  ``follow = (script, d)``: ``prefix``
+    starts with that script's first ``d`` choices; take the decisions up to choice ``d`` from
+    it instead of computing them (the same run, faster).
+    """
+    snap = _snapshot(scenario, mutant) if scenario.snapshot and not keep_kernel else None
+    if snap is not None:
+        k, w = snap.kernel, snap.world
+    else:
+        k, w = _initial_state(scenario, mutant, keep_kernel)
     gp = next((t.tid for t in k.tasks if t.name == "rcu_gp"), -1)
     policy = policy or Policy()
     run = Run(prefix, policy, record=record, gp_tid=gp if policy.hold_gp else -1)
     run.rcu_alloc = str(k.rcu._kowner._koid)
-    k.design = make_design(mutant)
-    w = scenario.setup(k)
+    if script or follow is not None:
+        if not run.quiet or locations:
+            raise ValueError("schedule scripts need a run that records and observes no steps")
+        k.script_ops = []
+        if script:
+            run.marks = []
+        if follow is not None:
+            sc, d = follow
+            if list(prefix[:d]) != sc.choices[:d] or d >= len(sc.marks):
+                raise ValueError(f"the prefix does not start with the script's {d} choices")
+            run.follow, run.follow_at = follow
+            npairs2, cont = sc.marks[d][:2]
+            k.follow_script(sc.ops, npairs2 // 2, cont, run.follow_end)
     w.leak_cache = cache
-    # The kthreads' first steps (to their idle waits) and whatever the setup queued run
-    # before the race, sequentially: their order is not part of the schedule.
-    k.run()
     k.quiescent_checks.append(w.check)
     k.chooser = run
     k.preemptive = True
@@ -432,8 +559,6 @@ def execute(scenario: Scenario, prefix: Sequence[int] = (), policy: Policy | Non
     k.footprints = record or locations or isinstance(policy, FootprintPolicy)
     k.inline_schedule = True
     k.record_steps = locations
-    for spec in scenario.tasks:
-        k.spawn(spec.fn, w, name=spec.name, cpu=spec.cpu)
     violation: Violation | None = None
     blocked = False
     try:
@@ -458,6 +583,8 @@ def execute(scenario: Scenario, prefix: Sequence[int] = (), policy: Policy | Non
     out = Outcome(choices=run.choices, nr_steps=run.nr_steps, violation=violation,
                   blocked=blocked, steps=run.steps, new_points=run.new_points,
                   rcu_flags=run.rcu_flags, rcu_alloc=run.rcu_alloc)
+    if run.marks is not None:
+        out.script = Script(k.script_ops, run.marks, run.choices)
     if fingerprint and not blocked:
         out.fingerprint = (None if violation is None else (str(violation.kind),),
                            w.end_fingerprint())
@@ -470,6 +597,8 @@ def execute(scenario: Scenario, prefix: Sequence[int] = (), policy: Policy | Non
         out.kernel = k
     else:
         _discard(k)
+        if snap is not None:
+            snap.in_use = False
     return out
 
 

@@ -103,7 +103,7 @@ READER_VS_OFFLINE = Scenario(
                 "/a/b goes offline: its ptr unpublished, killed and reparented to /a",
     setup=_setup_reader_vs_offline,
     tasks=(TaskSpec("alloc", 0, _reader_alloc), TaskSpec("offline", 1, _offline_b)),
-    check=_check_reader,
+    check=_check_reader, snapshot=True,
 )
 
 
@@ -135,7 +135,7 @@ RELEASE_VS_REPARENT = Scenario(
                 "(xchg loop, splice, css reference move)",
     setup=_setup_release_vs_reparent,
     tasks=(TaskSpec("free", 0, _free_last), TaskSpec("offline", 1, _offline_b)),
-    check=_check_release,
+    check=_check_release, snapshot=True,
 )
 
 
@@ -170,7 +170,7 @@ NESTED_OFFLINE = Scenario(
                 "offlines and moves everything to the root",
     setup=_setup_nested,
     tasks=(TaskSpec("free", 0, _free_last), TaskSpec("offline", 1, _offline_b_then_a)),
-    check=_check_nested,
+    check=_check_nested, snapshot=True,
 )
 
 
@@ -227,7 +227,7 @@ OBJ_TO_MEMCG_VS_OFFLINE = Scenario(
     setup=_setup_obj_to_memcg,
     tasks=(TaskSpec("charge", 0, _obj_charge), TaskSpec("offline", 1, _offline_b),
            TaskSpec("free", 1, _free_obj)),
-    check=_check_obj_charge,
+    check=_check_obj_charge, snapshot=True,
 )
 
 

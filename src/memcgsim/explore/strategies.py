@@ -2,8 +2,9 @@
 
 All are stateless (CHESS, loom): every schedule re-executes the scenario from its initial
 state; a schedule is the list of choices made at its choice points.  The tree strategies keep
-a stack of :class:`Node` for the choice points of the current schedule and advance it to the
-next branch after each execution, as loom's ``Path`` does.
+a stack of nodes (:class:`TreeNode`; DPOR's :class:`Node`) for the choice points of the
+current schedule and advance it to the next branch after each execution, as loom's ``Path``
+does.
 
 Work is split into *units* so that ``--jobs N`` gives the same verdicts and counts as one
 process: the tree strategies expand the first choice point fully and make each of its options
@@ -32,6 +33,7 @@ from memcgsim.explore.runtime import (
     Policy,
     Run,
     Scenario,
+    Script,
     SleepBlocked,
     execute,
 )
@@ -131,37 +133,59 @@ def _preempt_after(cp: ChoicePoint, chosen: int, before: int) -> int:
     return before
 
 
+class TreeNode:
+    """One choice point of the current DFS / bounded-DFS schedule (:class:`Node` without
+    DPOR's sets: a tree search makes one per new choice point)."""
+
+    __slots__ = ("chosen", "cp", "preempt", "todo")
+
+    def __init__(self, cp: ChoicePoint, chosen: int, todo: list[int], preempt: int) -> None:
+        self.cp = cp
+        self.chosen = chosen
+        #: options still to explore
+        self.todo = todo
+        #: preemptions up to and including this choice
+        self.preempt = preempt
+
+
 class _TreePolicy(Policy):
     """DFS and bounded DFS: the non-preemptive continuation first."""
 
     def __init__(self, bound: int | None, preempt: int) -> None:
         self.bound = bound
         self.preempt = preempt
-        self.nodes: list[Node] = []
+        self.nodes: list[TreeNode] = []
 
     def choose(self, run: Run, cp: ChoicePoint) -> int:
-        opts = list(cp.options)
-        if cp.kind != DECIDE and cp.last is not None and cp.last in opts:
-            first = cp.last
-            rest = [o for o in opts if o != first]
+        opts = cp.options
+        last = cp.last
+        rest: list[int]
+        if cp.kind != DECIDE and last is not None and last in opts:
+            first = last
             if self.bound is not None and self.preempt >= self.bound:
                 rest = []
+            else:
+                rest = [o for o in opts if o != first]
         else:
-            first, rest = opts[0], opts[1:]
-        n = Node(cp, first, self.preempt)
-        n.todo = rest
-        self.nodes.append(n)
+            first, rest = opts[0], list(opts[1:])
+        self.nodes.append(TreeNode(cp, first, rest, self.preempt))
         return first
 
 
 def _run_tree(sc: Scenario, cfg: Config, mutant: str | None, fixed: tuple[int, ...],
               preempt: int, res: UnitResult, bound: int | None) -> None:
-    """DFS below the fixed prefix ``fixed`` (which made ``preempt`` preemptions)."""
-    stack: list[Node] = []
+    """DFS below the fixed prefix ``fixed`` (which made ``preempt`` preemptions).
+
+    Each run but the first follows the previous run's scheduling decisions up to the choice
+    it changes (the runs are the same up to there): see Kernel.follow_script.
+    """
+    stack: list[TreeNode] = []
+    follow: tuple[Script, int] | None = None
     while True:
         prefix = [*fixed, *(n.chosen for n in stack)]
         pol = _TreePolicy(bound, stack[-1].preempt if stack else preempt)
-        out = execute(sc, prefix, pol, mutant=mutant, cache=res.cache)
+        out = execute(sc, prefix, pol, mutant=mutant, cache=res.cache, script=True,
+                      follow=follow)
         stack.extend(pol.nodes)
         if _account(res, out, cfg):
             return
@@ -174,6 +198,7 @@ def _run_tree(sc: Scenario, cfg: Config, mutant: str | None, fixed: tuple[int, .
         before = stack[-2].preempt if len(stack) > 1 else preempt
         n.chosen = nxt
         n.preempt = _preempt_after(n.cp, nxt, before)
+        follow = None if out.script is None else (out.script, len(fixed) + len(stack) - 1)
 
 
 def _account(res: UnitResult, out: Outcome, cfg: Config) -> bool:

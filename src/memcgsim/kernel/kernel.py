@@ -321,6 +321,20 @@ class Kernel:
         #: neither ``until`` nor ``max_steps``)
         self.inline_schedule = False
         self._chosen: Task | None = None
+        #: the scheduling decisions of this run (inline_schedule): at each point or scheduler
+        #: pass that computes the runnable set, the running task goes on or another task is
+        #: switched to; recorded as pairs (go-ons before the switch, tid switched to), with the
+        #: go-ons since the last switch in ``script_cont`` (see follow_script)
+        self.script_ops: list[int] = []
+        self.script_cont = 0
+        #: following a previous run's decisions (follow_script): its pairs, how many of them
+        #: to follow, the next pair, go-ons left before the next switch, go-ons after the last
+        self._script: list[int] | None = None
+        self._slen = 0
+        self._spos = 0
+        self._skip = 0
+        self._scont = 0
+        self._on_script_end: Callable[[], None] | None = None
         self.chooser: Chooser = SequentialChooser()
         self.violations: list[Violation] = []
         self.panicked: Violation | None = None
@@ -476,26 +490,41 @@ class Kernel:
             return
         t.pending = acc
         if self.inline_schedule:
-            # runnable_tasks(), inlined: this runs at every explored step.
-            cands = []
-            for x in self._active:
-                c = x.cpu_state.curr
-                if c is not None and c is not x:
-                    continue
-                st = x.state
-                if st is _RUNNABLE or (st is _WAITING and x.wait_cond()):  # type: ignore[misc]
-                    cands.append(x)
-            if len(cands) == 1 and self.quiet_steps < self.quiet_budget:
-                # Only the running task can go on: no choice, and a chooser that needs no
-                # per-step view counts it later (Run.pick_task folds quiet_steps in).
-                self.quiet_steps += 1
-                return
-            nxt = self.chooser.pick_task(self, cands)
-            if nxt is t:
-                # What _switch_to() would do for the task that is already running.
-                if self.record_steps:
-                    self.schedule_log.append((t.tid, acc))
-                return
+            nxt = None
+            if self._script is not None:
+                # Following a previous run's decisions (follow_script).
+                n = self._skip
+                if n:
+                    self._skip = n - 1
+                    return
+                nxt = self._script_switch()
+            if nxt is None:
+                # runnable_tasks(), inlined: this runs at every explored step.
+                cands = []
+                for x in self._active:
+                    c = x.cpu_state.curr
+                    if c is not None and c is not x:
+                        continue
+                    st = x.state
+                    if st is _RUNNABLE or (st is _WAITING and x.wait_cond()):  # type: ignore[misc]
+                        cands.append(x)
+                if len(cands) == 1 and self.quiet_steps < self.quiet_budget:
+                    # Only the running task can go on: no choice, and a chooser that needs no
+                    # per-step view counts it later (Run.pick_task folds quiet_steps in).
+                    self.quiet_steps += 1
+                    self.script_cont += 1
+                    return
+                nxt = self.chooser.pick_task(self, cands)
+                if nxt is t:
+                    # What _switch_to() would do for the task that is already running.
+                    self.script_cont += 1
+                    if self.record_steps:
+                        self.schedule_log.append((t.tid, acc))
+                    return
+                ops = self.script_ops
+                ops.append(self.script_cont)
+                ops.append(nxt.tid)
+                self.script_cont = 0
             self._chosen = nxt
         assert self._sched_glet is not None
         if self._sched_glet.switch() is _KILL:
@@ -571,6 +600,9 @@ class Kernel:
         self, cond: Callable[[], bool], reason: str, *, sleep: bool = True, idle: bool = False,
     ) -> None:
         """Block the current task until ``cond()`` holds (wait_event / a spin loop).
+
+        ``cond`` only reads state (it is evaluated whenever the scheduler looks for a task to
+        run, and not at all where a run follows a previous one's decisions).
 
         ``sleep`` waits off-CPU and must be legal here (might_sleep); otherwise the task spins
         and keeps its CPU, as spin_lock() contention does.  ``idle`` marks a kthread's wait for
@@ -662,12 +694,7 @@ class Kernel:
             self._task_finished(t)
             return self._sched_glet or greenlet.getcurrent().parent
 
-        pool = _pool()
-        g = pool.pop() if pool else greenlet(_worker)
-        sched = self._sched_glet or greenlet.getcurrent()
-        if g.parent is not sched:
-            g.parent = sched
-        t.glet = g
+        t.glet = self.parked_coroutine()
         t.start = body
         t.result = None
         t.exc = None
@@ -684,6 +711,16 @@ class Kernel:
             t.pending = None
         self._active.append(t)
         return t
+
+    def parked_coroutine(self) -> greenlet:
+        """A coroutine for a task to start on (a parked one if any), returning to the
+        scheduler."""
+        pool = _pool()
+        g = pool.pop() if pool else greenlet(_worker)
+        sched = self._sched_glet or greenlet.getcurrent()
+        if g.parent is not sched:
+            g.parent = sched
+        return g
 
     def _task_finished(self, t: Task) -> None:
         cpu = self.cpus[t.cpu] if t.cpu is not None else None
@@ -761,6 +798,13 @@ class Kernel:
                 return False
             if limit is not None and self.steps >= limit:
                 return False
+            if self._script is not None:
+                if self._skip:
+                    raise RuntimeError("a followed schedule goes on where this run switches")
+                nxt = self._script_switch()
+                if nxt is not None:
+                    self._switch_to(nxt)
+                    continue
             cands = self.runnable_tasks()
             if not cands:
                 if self._fire_timers():
@@ -776,7 +820,56 @@ class Kernel:
                 t = cands[0]
             else:
                 t = chooser.pick_task(self, cands)
+            if self.inline_schedule:
+                ops = self.script_ops
+                ops.append(self.script_cont)
+                ops.append(t.tid)
+                self.script_cont = 0
             self._switch_to(t)
+
+    # ------------------------------------------------------------------ schedule scripts
+    def follow_script(self, ops: list[int], npairs: int, cont: int,
+                      on_end: Callable[[], None]) -> None:
+        """Take this run's first scheduling decisions from a previous run's (``script_ops``):
+        its first ``npairs`` (go-ons, tid) pairs, then ``cont`` go-ons; at the decision after
+        those, ``on_end()`` is called and that decision and all later ones are made as usual.
+
+        A run whose choices start as the previous run's did takes the same steps (the model is
+        deterministic), so the decisions are those the previous run made: following them skips
+        computing the runnable set and asking the chooser at every step, which the chooser
+        accounts for in ``on_end`` (the explorer's Run.follow).  Wait conditions have no side
+        effects, so not evaluating them changes nothing.
+        """
+        self.script_ops = ops[:2 * npairs]
+        self._script = ops
+        self._slen = 2 * npairs
+        self._spos = 0
+        self._scont = cont
+        self._skip = ops[0] if npairs else cont
+        self._on_script_end = on_end
+
+    def _script_switch(self) -> Task | None:
+        """At a followed decision with no go-on left: the task the script switches to, or None
+        at the script's end (that decision is then made as usual)."""
+        ops = self._script
+        assert ops is not None
+        pos = self._spos
+        if pos < self._slen:
+            tid = ops[pos + 1]
+            pos += 2
+            self._spos = pos
+            self._skip = ops[pos] if pos < self._slen else self._scont
+            t = self.tasks[tid - 1]
+            if t.tid != tid:
+                t = next(x for x in self.tasks if x.tid == tid)
+            return t
+        self._script = None
+        self.script_cont = self._scont
+        on_end = self._on_script_end
+        self._on_script_end = None
+        if on_end is not None:
+            on_end()
+        return None
 
     def runnable_tasks(self) -> list[Task]:
         """Tasks that could take the next step, in tid order."""
