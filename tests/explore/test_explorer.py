@@ -23,7 +23,13 @@ from memcgsim.explore.cli import run_check, run_replay
 from memcgsim.explore.footprint import Footprint, dependent, depends
 from memcgsim.explore.mutants import MUTANTS
 from memcgsim.explore.scenarios import BUILTINS
-from memcgsim.explore.trace import load_trace, render_swimlane, replay_choices, shrink
+from memcgsim.explore.trace import (
+    load_trace,
+    render_swimlane,
+    replay_choices,
+    save_trace,
+    shrink,
+)
 from memcgsim.kernel.kernel import Kernel
 from memcgsim.kernel.task import Access, AccessKind
 from memcgsim.kernel.violations import ViolationKind
@@ -396,3 +402,17 @@ def test_random_and_pct_are_deterministic_per_seed() -> None:
         a = check("reader-vs-offline", Config(strategy=strat, runs=60, seed=3))
         b = check("reader-vs-offline", Config(strategy=strat, runs=60, seed=3))
         assert (a.schedules, a.end_states) == (b.schedules, b.end_states)
+
+
+def test_dpor_schedule_replays_with_rcu_gp_at_every_step(tmp_path: Path) -> None:
+    """DPOR's choices offer rcu_gp at every step: they replay so, and a trace says so."""
+    sc = BUILTINS["reader-vs-offline"]
+    r = check(sc, Config(strategy="dpor"), mutant="get-not-tryget")
+    assert r.violation is not None and r.choices is not None
+    rp = replay_choices(sc, r.choices, mutant="get-not-tryget", gp_every_step=True)
+    assert rp.violation is not None and rp.violation.kind == r.violation.kind
+    path = tmp_path / "t.json"
+    save_trace(path, rp, strategy="dpor")
+    tf = load_trace(path)
+    assert tf.gp_every_step and tf.choices == r.choices
+    assert run_replay(str(path)) == 1
