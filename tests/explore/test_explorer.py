@@ -404,6 +404,25 @@ def test_random_and_pct_are_deterministic_per_seed() -> None:
         assert (a.schedules, a.end_states) == (b.schedules, b.end_states)
 
 
+def test_random_walk_fast_pick_draws_as_choose() -> None:
+    """The random walk's index pick (no ChoicePoint) takes the same choices as choose()."""
+    import random
+
+    from memcgsim.explore.strategies import _RandomPolicy
+
+    class Slow(_RandomPolicy):
+        def __init__(self, rng: random.Random) -> None:
+            super().__init__(rng)
+            self.pick_index = None
+
+    sc = BUILTINS["release-vs-reparent"]
+    for seed in range(20):
+        fast = rt.execute(sc, (), _RandomPolicy(random.Random(seed)))
+        slow = rt.execute(sc, (), Slow(random.Random(seed)))
+        assert fast.choices == slow.choices and fast.fingerprint == slow.fingerprint
+        assert not fast.new_points and slow.new_points
+
+
 def test_dpor_schedule_replays_with_rcu_gp_at_every_step(tmp_path: Path) -> None:
     """DPOR's choices offer rcu_gp at every step: they replay so, and a trace says so."""
     sc = BUILTINS["reader-vs-offline"]

@@ -140,6 +140,10 @@ class Policy:
     #: (Run.pick_task); DPOR, whose race analysis places grace-period steps itself, does not
     hold_gp = True
 
+    #: a policy that picks a task by its index among the runnable ones alone, without a
+    #: ChoicePoint (the random walk: a run makes thirty such picks); None: use choose()
+    pick_index: Callable[[int], int] | None = None
+
     def choose(self, run: Run, cp: ChoicePoint) -> int:
         return cp.options[0]
 
@@ -414,6 +418,9 @@ class Run:
             raise NondeterminismError(
                 f"choice {i}: task {tid} is not runnable "
                 f"(runnable: {[x.tid for x in runnable]})")
+        pick = self.policy.pick_index
+        if pick is not None:
+            return runnable[pick(len(runnable))]
         accs = tuple([_known(x.pending) for x in runnable]) if k.footprints else ()
         cp = ChoicePoint(TASK, tuple([x.tid for x in runnable]), accs, self.last,
                          self.nr_steps)

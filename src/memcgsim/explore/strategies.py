@@ -434,6 +434,8 @@ def _run_dpor(sc: Scenario, cfg: Config, mutant: str | None, root: Node, res: Un
 class _RandomPolicy(Policy):
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
+        # randrange(n) is _randbelow(n) after checking its argument: the same draws
+        self.pick_index = rng._randbelow  # type: ignore[attr-defined]
 
     def choose(self, run: Run, cp: ChoicePoint) -> int:
         return cp.options[self.rng.randrange(len(cp.options))]
